@@ -1,0 +1,179 @@
+"""The `gp-losses` command line (also `python -m gp_losses`).
+
+JSON goes to stdout, progress and logs to stderr. Exit codes: 0 ok, 2 bad input (flags,
+config, loss string, data path), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+from typing import Callable, Dict, List, Optional, Sequence
+
+from gp_losses.errors import GpLossesError, InputError
+
+log = logging.getLogger("gp_losses")
+
+
+def _space(args: argparse.Namespace):
+    """The one-branch search space the search-space commands work in."""
+    from gp_losses.space import SearchSpace
+    from gp_losses.trees import Branch
+    from primitives import operator_set, terminals_by_name
+
+    names = [n.strip() for n in args.branch_inputs.split(",") if n.strip()]
+    return SearchSpace((Branch("loss", terminals_by_name(names)),),
+                       operator_set(args.operators or ()), args.depth, args.height_limit)
+
+
+def _point(items: Sequence[str]) -> Dict[str, float]:
+    point = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            point[name.strip()] = float(value)
+        except ValueError:
+            raise InputError(f"--at {item!r}: expected NAME=NUMBER, e.g. --at yhat=0.7") from None
+    return point
+
+
+def cmd_formula(args: argparse.Namespace) -> int:
+    from gp_losses.formula import evaluate_at, to_latex
+
+    space = _space(args)
+    (tree,) = space.parse(args.expr)
+    (expr,) = space.formulas([tree]).values()
+    out = {"expr": str(tree), "sympy": str(expr), "latex": to_latex(expr),
+           "height": tree.height, "size": len(tree)}
+    if args.at:
+        value, grad, wrt = evaluate_at(tree, space.operators, space.branches[0].inputs,
+                                       _point(args.at))
+        out.update(value=value, grad=grad, grad_wrt=wrt)
+    print(json.dumps(out))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    space = _space(args)
+    rng = random.Random(args.seed)
+    for _ in range(args.n):
+        (tree,) = space.random_loss(rng)
+        print(tree)
+    return 0
+
+
+def cmd_mutate(args: argparse.Namespace) -> int:
+    space = _space(args)
+    parent = space.parse(args.expr)
+    rng = random.Random(args.seed)
+    for _ in range(args.n):
+        (child,), (record,) = space.offspring(parent, rng)
+        print(json.dumps({**record, "expr": str(child)}))
+    return 0
+
+
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of a search, shared by `gp-losses search` and `gp_losses/main.py`."""
+    parser.add_argument("--task", required=True,
+                        help="built-in task name or package.module:TaskClass")
+    parser.add_argument("--config", help="YAML run configuration (default: the task's runs/*.yaml)")
+    parser.add_argument("--out", help="run directory (default outputs/<task>-<metric>-<time>)")
+    parser.add_argument("--seed", type=int, help="run seed")
+    parser.add_argument("--evaluations", type=int, help="stop after this many proxy evaluations")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a config key (repeatable)")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from tasks import TASKS
+
+    TASKS.get(args.task)  # an unknown task is bad input, reported before any work starts
+    raise GpLossesError("the search engine is not built yet")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _space_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--branch-inputs", default="yhat,y,one",
+                        help="comma-separated loss inputs of the branch (default yhat,y,one; "
+                             "box regression: i,u,e,one)")
+    parser.add_argument("--operators", action="append", metavar="package.module:NAME",
+                        help="extra operators added to Table 1: a Primitive or a list (repeatable)")
+    parser.add_argument("--depth", type=_positive, default=3,
+                        help="operators on each root-to-leaf path of a random loss (default 3)")
+    parser.add_argument("--height-limit", type=_positive, default=17,
+                        help="maximum tree height (default 17)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gp-losses", description="Search loss functions from scratch (AutoLoss-Zero).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("search", help="run a loss search (same flags as gp_losses/main.py)")
+    add_search_arguments(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("formula", help="a loss as sympy/LaTeX, optionally evaluated at a point")
+    p.add_argument("expr", help="loss expression, e.g. 'Neg(Mul(y, Log(yhat)))'")
+    p.add_argument("--at", action="append", default=[], metavar="NAME=VALUE",
+                   help="evaluate with input NAME a 1x1x1x1 tensor of VALUE (repeatable)")
+    _space_arguments(p)
+    p.set_defaults(func=cmd_formula)
+
+    p = sub.add_parser("sample", help="random losses from the initializer, one per line")
+    p.add_argument("--n", type=_positive, default=10, help="how many (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _space_arguments(p)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("mutate", help="offspring of a loss, as JSON lines with the operation used")
+    p.add_argument("expr", help="parent loss expression")
+    p.add_argument("--n", type=_positive, default=10, help="how many offspring (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _space_arguments(p)
+    p.set_defaults(func=cmd_mutate)
+    return parser
+
+
+def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Call a command; map project errors to exit codes with a one-line message on stderr."""
+    logging.basicConfig(stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s",
+                        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    try:
+        return func(args)
+    except GpLossesError as exc:
+        print(f"gp-losses: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:  # e.g. `gp-losses sample --n 1000 | head`
+        return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args.func, args)
+
+
+def search_main(argv: Optional[List[str]] = None) -> int:
+    """`gp_losses/main.py`: the search flags without a subcommand."""
+    parser = argparse.ArgumentParser(prog="gp_losses/main.py",
+                                     description="Search a loss function for a task.")
+    add_search_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    return run(cmd_search, parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

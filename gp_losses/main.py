@@ -1,0 +1,18 @@
+"""Search entry point: `python -m scoop [-n W] gp_losses/main.py --task pose [...]`.
+
+Run as a script, the directory of this file would come first on sys.path; the repository root
+replaces it so that `gp_losses`, `primitives` and `tasks` import as packages.
+"""
+
+import os
+import sys
+
+if __package__ in (None, ""):
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+    sys.path.insert(0, os.path.dirname(_here))
+
+from gp_losses.cli import search_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(search_main())

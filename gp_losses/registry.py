@@ -1,0 +1,71 @@
+"""A name -> object registry, as small as fvcore's, with a `package.module:NAME` fallback.
+
+Registries are filled explicitly (see `primitives/__init__.py`); nothing registers itself at
+import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Dict, Generic, Iterator, TypeVar
+
+from gp_losses.errors import InputError, did_you_mean
+
+T = TypeVar("T")
+
+
+def load_dotted(path: str, what: str = "object") -> Any:
+    """Import `package.module:NAME` and return NAME; a clear InputError when it is not there."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise InputError(f"{what} {path!r}: expected a dotted path 'package.module:NAME'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(f"{what} {path!r}: cannot import module {module_name!r} ({exc})") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        names = [n for n in dir(module) if not n.startswith("_")]
+        raise InputError(
+            f"{what} {path!r}: module {module_name!r} has no attribute {attr!r}"
+            + did_you_mean(attr, names)
+        ) from None
+
+
+class Registry(Generic[T]):
+    """A dict of named objects; registering a name twice is an error."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: Dict[str, T] = {}
+
+    def register(self, name: str, obj: T) -> T:
+        if name in self._items:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._items[name] = obj
+        return obj
+
+    def decorator(self, name: str) -> Callable[[T], T]:
+        return lambda obj: self.register(name, obj)
+
+    def get(self, name: str) -> T:
+        """The object registered as `name`, or the one a `package.module:NAME` path names."""
+        if name in self._items:
+            return self._items[name]
+        if ":" in name:
+            return load_dotted(name, self.kind)
+        known = ", ".join(sorted(self._items)) or f"no built-in {self.kind} yet"
+        raise InputError(
+            f"unknown {self.kind} {name!r}" + did_you_mean(name, self._items)
+            + f"; known: {known}; or give a path 'package.module:NAME'"
+        )
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)

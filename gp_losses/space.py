@@ -1,0 +1,84 @@
+"""The search space of one task: its loss branches, the operator set, and the variation rules.
+
+`SearchSpace` is what the engine and the CLI hold: it parses and prints losses, samples
+random ones, makes offspring and compiles losses to torch, all through the one operator set.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import sympy
+from deap import gp
+
+from gp_losses import variation
+from gp_losses.errors import InputError, ParseError
+from gp_losses.formula import to_sympy
+from gp_losses.torch_loss import CompiledLoss
+from gp_losses.trees import Branch, Loss, LossTree, parse_loss, parse_tree
+from primitives import OperatorSet, operator_set
+
+
+class SearchSpace:
+    """Branches × operators × (init depth D, height limit); see paper section 3."""
+
+    def __init__(self, branches: Sequence[Branch] = (Branch("loss"),),
+                 operators: Optional[OperatorSet] = None, depth: int = 3,
+                 height_limit: int = variation.HEIGHT_LIMIT) -> None:
+        if not branches:
+            raise InputError("a search space needs at least one loss branch")
+        if not 1 <= depth <= height_limit:
+            raise InputError(f"depth must be between 1 and the height limit {height_limit}, got {depth}")
+        self.branches = tuple(branches)
+        self.operators = operators if operators is not None else operator_set()
+        self.depth = depth
+        self.height_limit = height_limit
+        self.psets: Tuple[gp.PrimitiveSet, ...] = tuple(
+            self.operators.pset(b.inputs) for b in self.branches)
+
+    @property
+    def branch_names(self) -> Tuple[str, ...]:
+        return tuple(b.name for b in self.branches)
+
+    def parse(self, expr: Union[str, Mapping[str, str]]) -> Loss:
+        """A Loss from text: one expression for a one-branch space, else {branch: expression}."""
+        if isinstance(expr, str):
+            if len(self.branches) != 1:
+                raise ParseError(f"this loss has {len(self.branches)} branches "
+                                 f"({', '.join(self.branch_names)}): give one expression per branch")
+            return Loss([self._checked(parse_tree(expr, self.psets[0]), 0)])
+        loss = parse_loss(dict(expr), self.branches, self.psets)
+        return Loss([self._checked(t, k) for k, t in enumerate(loss)])
+
+    def _checked(self, tree: LossTree, index: int) -> LossTree:
+        if tree.height > self.height_limit:
+            raise ParseError(f"loss branch {self.branches[index].name!r} has height {tree.height}, "
+                             f"over the height limit {self.height_limit}")
+        return tree
+
+    def format(self, loss: Loss) -> Dict[str, str]:
+        """{branch name: expression}."""
+        return {b.name: str(t) for b, t in zip(self.branches, loss)}
+
+    def random_loss(self, rng: random.Random) -> Loss:
+        """A random loss (Fig. 2), one full tree of depth D per branch."""
+        return Loss(variation.random_tree(pset, rng, self.depth) for pset in self.psets)
+
+    def offspring(self, loss: Loss, rng: random.Random) -> Tuple[Loss, List[dict]]:
+        """An offspring, each branch varied independently (Appendix A.2); per-branch records
+        {"op": "copy"|"reinit"|"mutate", "steps": [...]}."""
+        trees, records = [], []
+        for tree, pset in zip(loss, self.psets):
+            child, op, steps = variation.offspring(tree, pset, rng, self.depth, self.height_limit)
+            trees.append(child)
+            records.append({"op": op, "steps": steps})
+        return Loss(trees), records
+
+    def compile(self, loss: Loss) -> CompiledLoss:
+        return CompiledLoss(loss, self.branches, self.operators)
+
+    def formulas(self, loss: Loss, simplify: bool = True) -> Dict[str, sympy.Expr]:
+        """{branch name: the branch's element-wise output as a sympy expression}."""
+        return {b.name: to_sympy(t, self.operators, b.inputs, simplify)
+                for b, t in zip(self.branches, loss)}

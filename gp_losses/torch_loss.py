@@ -1,0 +1,102 @@
+"""Loss trees as torch callables (paper Eq. 3 and 4), interpreted without `eval`.
+
+`compile_tree` turns a tree into a function from the branch inputs to the element-wise output
+o, of shape (N, C, H, W). `reduce_output` aggregates o to the branch loss: `"mean"` is
+sum(o) / (N·H·W) (Eq. 3, no normalization over C, as cross-entropy); `"sum"` is the plain sum
+the loss-rejection protocol uses (Appendix A). A multi-branch loss is the weighted sum of its
+branch losses (Eq. 4).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Mapping, Sequence
+
+import torch
+
+from gp_losses.errors import InputError
+from gp_losses.trees import Branch, Loss, LossTree
+from primitives import OperatorSet, Terminal
+
+Inputs = Mapping[str, torch.Tensor]
+TreeFn = Callable[[Dict[str, torch.Tensor]], torch.Tensor]
+
+
+def _build(tree: LossTree, operators: OperatorSet) -> TreeFn:
+    """A closure per node, built once from the prefix list (right to left, with a stack)."""
+    stack: list = []
+    for node in reversed(tree):
+        if node.arity == 0:
+            stack.append(lambda env, _name=node.name: env[_name])
+            continue
+        fn = operators.by_name[node.name].torch_fn
+        args = [stack.pop() for _ in range(node.arity)]
+        if node.arity == 1:
+            (a,) = args
+            stack.append(lambda env, _f=fn, _a=a: _f(_a(env)))
+        elif node.arity == 2:
+            a, b = args
+            stack.append(lambda env, _f=fn, _a=a, _b=b: _f(_a(env), _b(env)))
+        else:
+            stack.append(lambda env, _f=fn, _args=tuple(args): _f(*(g(env) for g in _args)))
+    (root,) = stack
+    return root
+
+
+def compile_tree(tree: LossTree, operators: OperatorSet,
+                 inputs: Sequence[Terminal]) -> Callable[[Inputs], torch.Tensor]:
+    """A function from {input name: (N, C, H, W) tensor} to the tree's element-wise output o.
+
+    Constant inputs (`one`) are filled in, shaped like the first tensor given.
+    """
+    root = _build(tree, operators)
+    needed = tree.input_names()
+    constants = [(t.name, t.constant) for t in inputs if t.constant is not None and t.name in needed]
+    variables = [t.name for t in inputs if t.constant is None and t.name in needed]
+
+    def output(values: Inputs) -> torch.Tensor:
+        missing = [name for name in variables if name not in values]
+        if missing:
+            raise InputError(f"loss input {missing[0]!r} was not given (given: {', '.join(values)})")
+        env = dict(values)
+        if constants:
+            ref = next(iter(values.values()))
+            for name, value in constants:
+                env[name] = torch.full_like(ref, value)
+        return root(env)
+
+    return output
+
+
+def reduce_output(o: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Branch loss from o: sum(o) / (N·H·W) for "mean" (Eq. 3), sum(o) for "sum"."""
+    if o.dim() != 4:
+        raise InputError(f"loss inputs must be (N, C, H, W) tensors, got shape {tuple(o.shape)}")
+    total = o.sum()
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        n, _, h, w = o.shape
+        return total / (n * h * w)
+    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+class CompiledLoss:
+    """A multi-branch loss: sum over branches of weight × branch loss (Eq. 4)."""
+
+    def __init__(self, loss: Loss, branches: Sequence[Branch], operators: OperatorSet) -> None:
+        if len(loss) != len(branches):
+            raise ValueError(f"loss has {len(loss)} trees for {len(branches)} branches")
+        self.branches = tuple(branches)
+        self.outputs = [compile_tree(t, operators, b.inputs) for t, b in zip(loss, branches)]
+
+    def branch(self, index: int, values: Inputs, reduction: str = "mean") -> torch.Tensor:
+        """The loss of one branch (unweighted)."""
+        return reduce_output(self.outputs[index](values), reduction)
+
+    def __call__(self, values: Mapping[str, Inputs], reduction: str = "mean") -> torch.Tensor:
+        """Total loss from {branch name: {input name: tensor}}."""
+        total = None
+        for k, branch in enumerate(self.branches):
+            term = branch.weight * self.branch(k, values[branch.name], reduction)
+            total = term if total is None else total + term
+        return total

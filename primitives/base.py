@@ -1,0 +1,52 @@
+"""The two definition types of the search space: an operator and an input terminal.
+
+A `Primitive` is the single source of truth for an operator: the DEAP primitive set, the
+compiled torch loss, the sympy/LaTeX formula and the exported module all derive from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import sympy
+import torch
+
+EPS = 1e-12
+"""The paper's epsilon (Table 1), added in Inv, Log and Sqrt."""
+
+
+@dataclass(frozen=True)
+class Primitive:
+    """An operator: `torch_fn` maps `arity` (N, C, H, W) tensors to one of the same shape.
+
+    `sympy_fn` maps as many sympy expressions to one; it is used for formulas only, so it may
+    drop the epsilon (as the paper's Table 8 does).
+    """
+
+    name: str
+    arity: int
+    torch_fn: Callable[..., torch.Tensor] = field(compare=False)
+    sympy_fn: Callable[..., sympy.Expr] = field(compare=False)
+    doc: str = field(default="", compare=False)
+
+    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.torch_fn(*args)
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """A loss input. `prediction`/`target` say whether it depends on the network's prediction
+    and on the training target (static checks use this); `assumptions` are sympy assumptions
+    used to simplify formulas (e.g. a softmax probability is positive)."""
+
+    name: str
+    prediction: bool = False
+    target: bool = False
+    constant: float | None = None
+    assumptions: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def symbol(self) -> sympy.Expr:
+        if self.constant is not None:
+            return sympy.nsimplify(self.constant)
+        return sympy.Symbol(self.name, **dict(self.assumptions))

@@ -1,0 +1,118 @@
+"""The search-space commands: JSON on stdout, exit code 2 with a named token on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from gp_losses.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_formula_prints_expr_sympy_latex_height_size(capsys):
+    code, out, _ = run_cli(capsys, "formula", "Neg(Mul(y, Log(yhat)))")
+    data = json.loads(out)
+    assert code == 0
+    assert data == {"expr": "Neg(Mul(y, Log(yhat)))", "sympy": "-y*log(yhat)",
+                    "latex": data["latex"], "height": 3, "size": 5}
+    assert "\\log" in data["latex"]
+
+
+def test_formula_at_a_point(capsys):
+    code, out, _ = run_cli(capsys, "formula", "Neg(Mul(y, Log(yhat)))", "--at", "yhat=0.5", "--at", "y=1")
+    data = json.loads(out)
+    assert data["value"] == pytest.approx(0.6931471805599453, abs=1e-9)
+    assert data["grad"] == pytest.approx(-2.0, abs=1e-9) and data["grad_wrt"] == "yhat"
+
+
+def test_sample_is_seeded_and_respects_depth(capsys):
+    _, first, _ = run_cli(capsys, "sample", "--n", "20", "--seed", "3", "--depth", "2")
+    _, again, _ = run_cli(capsys, "sample", "--n", "20", "--seed", "3", "--depth", "2")
+    _, other, _ = run_cli(capsys, "sample", "--n", "20", "--seed", "4", "--depth", "2")
+    lines = first.splitlines()
+    assert len(lines) == 20 and first == again and first != other
+    from gp_losses.space import SearchSpace
+
+    space = SearchSpace()
+    assert all(space.parse(line)[0].height == 2 for line in lines)
+
+
+def test_sample_box_inputs(capsys):
+    _, out, _ = run_cli(capsys, "sample", "--n", "30", "--branch-inputs", "i,u,e,one")
+    names = set(out.replace("(", " ").replace(")", " ").replace(",", " ").split())
+    assert names & {"i", "u", "e"} and not names & {"yhat", "y"}
+
+
+def test_mutate_prints_json_lines_with_the_operation(capsys):
+    code, out, _ = run_cli(capsys, "mutate", "Neg(Mul(y, Log(yhat)))", "--n", "50", "--seed", "1")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(records) == 50
+    assert {r["op"] for r in records} == {"copy", "reinit", "mutate"}
+    for r in records:
+        assert set(r) == {"op", "steps", "expr"}
+        assert len(r["steps"]) == (2 if r["op"] == "mutate" else 0)
+        if r["op"] == "copy":
+            assert r["expr"] == "Neg(Mul(y, Log(yhat)))"
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["formula", "Foo(yhat)"], "'Foo'"),
+    (["formula", "Mul(yhat)"], "Mul takes 2 arguments"),
+    (["formula", "Log(z)"], "'z'"),
+    (["formula", "Log(yhat))(("], "unexpected ')'"),
+    (["formula", "1 + 1"], "'1'"),
+    (["formula", "Log(yhat)", "--at", "yhat"], "NAME=NUMBER"),
+    (["formula", "Log(yhat)", "--at", "yhat=abc"], "NAME=NUMBER"),
+    (["mutate", "Neg(Mul(y,"], "end of input"),
+    (["sample", "--branch-inputs", "yhat,why"], "'why'"),
+    (["sample", "--operators", "nonexistent_pkg.ops:Cube"], "cannot import module"),
+])
+def test_bad_input_exits_2_naming_the_token(capsys, argv, fragment):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == ""
+    assert fragment in err and err.startswith("gp-losses: error:")
+
+
+@pytest.mark.parametrize("argv", [["sample", "--n", "0"], ["sample", "--n", "x"], ["nonsense"]])
+def test_bad_flags_exit_2(capsys, argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+
+
+def test_user_operator_from_the_command_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "cli_ops.py").write_text(textwrap.dedent("""
+        from primitives import Primitive
+        Cube = Primitive("Cube", 1, lambda x: x * x * x, lambda a: a ** 3)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, out, _ = run_cli(capsys, "formula", "Cube(yhat)", "--operators", "cli_ops:Cube",
+                           "--at", "yhat=2")
+    data = json.loads(out)
+    assert code == 0 and data["sympy"] == "yhat**3" and data["value"] == pytest.approx(8.0)
+
+
+def _subprocess(*argv):
+    return subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_module_entry_point_and_exit_code():
+    ok = _subprocess("-m", "gp_losses", "formula", "Square(yhat)")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["sympy"] == "yhat**2"
+    bad = _subprocess("-m", "gp_losses", "formula", "Sqaure(yhat)")
+    assert bad.returncode == 2 and "did you mean 'Square'" in bad.stderr
+
+
+def test_main_script_reports_an_unavailable_task_with_exit_2():
+    result = _subprocess("gp_losses/main.py", "--task", "pose")
+    assert result.returncode == 2 and "unknown task 'pose'" in result.stderr
