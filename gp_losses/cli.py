@@ -79,8 +79,7 @@ def cmd_mutate(args: argparse.Namespace) -> int:
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of a search, shared by `gp-losses search` and `gp_losses/main.py`."""
-    parser.add_argument("--task", required=True,
-                        help="built-in task name or package.module:TaskClass")
+    parser.add_argument("--task", help="built-in task name or package.module:TaskClass")
     parser.add_argument("--config", help="YAML run configuration (default: the task's runs/*.yaml)")
     parser.add_argument("--out", help="run directory (default outputs/<task>-<metric>-<time>)")
     parser.add_argument("--seed", type=int, help="run seed")
@@ -91,10 +90,119 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from tasks import TASKS
+    from gp_losses.search import run_search
 
-    TASKS.get(args.task)  # an unknown task is bad input, reported before any work starts
-    raise GpLossesError("the search engine is not built yet")
+    if not args.task and not args.resume:
+        raise InputError("give --task NAME (or --resume RUN_DIR)")
+    summary = run_search(args.task, args.config, args.out, args.seed, args.evaluations,
+                         args.resume, args.set)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _task_context(args: argparse.Namespace):
+    """Validated context of `--task` with `--config`, `--metric` and `--set` applied."""
+    from gp_losses.context import build_context, load_run_config
+
+    overrides = list(args.set) + ([f"task.metric={args.metric}"] if args.metric else [])
+    return build_context(load_run_config(args.task, args.config, overrides))
+
+
+def resolve_loss(context, items: Sequence[str]) -> Dict[str, str]:
+    """{branch: expression} from `--loss` values: an expression or a baseline name, or for a
+    multi-branch task `branch=EXPR|BASELINE` per flag (branches not given take the task's
+    first baseline)."""
+    from gp_losses.errors import did_you_mean
+
+    task, names = context.task_cls, [b.name for b in context.task_cls.branches]
+    baselines = task.baselines
+    default = next(iter(baselines.values()), {})
+    chosen: Dict[str, str] = {}
+    for item in items:
+        branch, sep, value = item.partition("=")
+        if not sep or "(" in branch:
+            branch, value = None, item
+        value = value.strip()
+        if branch is not None and branch not in names:
+            raise InputError(f"--loss {item!r}: unknown branch {branch!r}" + did_you_mean(branch, names)
+                             + f"; branches: {', '.join(names)}")
+        targets = [branch] if branch else names
+        if value in baselines:
+            chosen.update({b: baselines[value][b] for b in targets})
+        elif branch is None and len(names) > 1:
+            raise InputError(f"--loss {item!r}: task {task.name!r} has branches {', '.join(names)}; "
+                             "give one --loss BRANCH=EXPR per branch, or a baseline name")
+        else:
+            chosen.update({b: value for b in targets})
+    for b in names:
+        if b not in chosen:
+            if b not in default:
+                raise InputError(f"no loss given for branch {b!r} and the task has no baseline for it")
+            chosen[b] = default[b]
+    return chosen
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from gp_losses.parallel import device_for
+    from gp_losses.rejection import Protocol
+
+    context = _task_context(args)
+    import torch
+
+    torch.set_num_threads(context.config.proxy.threads)
+    loss = context.space.parse(resolve_loss(context, args.loss))
+    exprs = context.space.format(loss)
+    device = device_for(context.config.proxy.device, 0, torch.cuda.device_count())
+    protocol = Protocol(context.make_task(device), context.space.branches, context.space.operators,
+                        context.config.protocol)
+    branches = {}
+    for k, branch in enumerate(context.space.branches):
+        branches[branch.name] = {"expr": exprs[branch.name], **protocol.check(k, loss[k]).to_dict()}
+    print(json.dumps({"task": context.task_cls.name, "metric": context.metric,
+                      "passed": all(b["passed"] for b in branches.values()),
+                      "eta": context.config.protocol.eta, "branches": branches}, indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gp_losses.evaluate import proxy_evaluate
+    from gp_losses.parallel import device_for
+
+    context = _task_context(args)
+    import torch
+
+    torch.set_num_threads(context.config.proxy.threads)
+    parsed = context.space.parse(resolve_loss(context, args.loss))
+    exprs, loss = context.space.format(parsed), context.space.compile(parsed)
+    device = device_for(context.config.proxy.device, 0, torch.cuda.device_count())
+    result = proxy_evaluate(context.make_task(device), loss, args.seed,
+                            context.config.proxy.timeout_s, context.config.search.stop_invalid)
+    print(json.dumps({"task": context.task_cls.name, "metric": context.metric, "seed": args.seed,
+                      "loss": exprs, "device": device, **result}, indent=2))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gp_losses.rundir import RunDir
+
+    run = RunDir(Path(args.run_dir))
+    if not (run.path / "status.json").is_file():
+        raise InputError(f"{args.run_dir!r} is not a run directory (no status.json)")
+    hall = []
+    if (run.path / "hall_of_fame.json").is_file():
+        hall = json.loads((run.path / "hall_of_fame.json").read_text())
+    last = {}
+    if (run.path / "logbook.csv").is_file():
+        import csv
+
+        with open(run.path / "logbook.csv") as fh:
+            rows = list(csv.DictReader(fh))
+        last = rows[-1] if rows else {}
+    print(json.dumps({"run_dir": str(run.path), "status": run.read_status(),
+                      "hall_of_fame": hall[:args.top], "last_batch": last}, indent=2))
+    return 0
 
 
 def _positive(text: str) -> int:
@@ -125,6 +233,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="run a loss search (same flags as gp_losses/main.py)")
     add_search_arguments(p)
     p.set_defaults(func=cmd_search)
+
+    for name, func, helptext in (
+            ("probe", cmd_probe, "run the loss-rejection protocol on one loss: JSON"),
+            ("train", cmd_train, "proxy-train a task with one loss: JSON")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--task", required=True, help="built-in task name or package.module:TaskClass")
+        p.add_argument("--metric", help="search metric (default: the task's first)")
+        p.add_argument("--loss", action="append", required=True, metavar="EXPR|BASELINE",
+                       help="a loss expression or baseline name; multi-branch: BRANCH=EXPR, repeated")
+        p.add_argument("--config", help="YAML run configuration (default: the task's runs/*.yaml)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                       help="override a config key (repeatable)")
+        if name == "train":
+            p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("show", help="a run's hall of fame, status and last statistics")
+    p.add_argument("run_dir", help="run directory")
+    p.add_argument("--top", type=_positive, default=10, help="hall-of-fame entries (default 10)")
+    p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("formula", help="a loss as sympy/LaTeX, optionally evaluated at a point")
     p.add_argument("expr", help="loss expression, e.g. 'Neg(Mul(y, Log(yhat)))'")

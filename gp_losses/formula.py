@@ -36,9 +36,12 @@ def to_sympy(tree: LossTree, operators: OperatorSet, inputs: Sequence[Terminal],
     (expr,) = stack
     if simplify and sympy.count_ops(expr) <= SIMPLIFY_MAX_OPS:
         try:
-            expr = sympy.simplify(expr)
+            simpler = sympy.simplify(expr)
         except Exception:  # sympy gives up on some sign/abs nests; the raw form is exact
-            pass
+            return expr
+        # simplify() may answer with case splits (Piecewise) or a longer form: keep the shorter
+        if not simpler.has(sympy.Piecewise) and sympy.count_ops(simpler) <= sympy.count_ops(expr):
+            expr = simpler
     return expr
 
 

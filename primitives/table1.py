@@ -26,6 +26,22 @@ class Aggregation(sympy.Function):
             return x
         return None
 
+    # an aggregate keeps the sign of what it aggregates (lets sympy drop sign() and |.|)
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def _eval_is_positive(self):
+        return self.args[0].is_positive
+
+    def _eval_is_nonnegative(self):
+        return self.args[0].is_nonnegative
+
+    def _eval_is_negative(self):
+        return self.args[0].is_negative
+
+    def _eval_is_nonpositive(self):
+        return self.args[0].is_nonpositive
+
 
 # The names print in LaTeX as \operatorname{Mean}_{nhw}, \operatorname{MaxPool}, ...
 Mean_nhw = type("Mean_nhw", (Aggregation,), {})

@@ -1,12 +1,16 @@
 """Task proxies (segmentation, detection, instance segmentation, pose, classification).
 
 Built-in tasks are registered here explicitly, by name; a user's own task is named by its
-dotted path `package.module:TaskClass`. No task ships yet: the engine and the first task
-come next (see docs/).
+dotted path `package.module:TaskClass` (a subclass of `tasks.base.Task`).
 """
 
 from __future__ import annotations
 
 from gp_losses.registry import Registry
+from tasks.base import Probe, Task, TrainResult
+from tasks.cls import DigitsTask
 
 TASKS: Registry = Registry("task")
+TASKS.register("cls", DigitsTask)
+
+__all__ = ["TASKS", "Task", "Probe", "TrainResult", "DigitsTask"]

@@ -1,0 +1,78 @@
+"""From a validated config to the objects of a run: the task class, its options, the space.
+
+Built the same way in the main process and, lazily, in every worker, from plain config data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Type
+
+from gp_losses import config as cfg
+from gp_losses.config import ConfigError, RunConfig
+from gp_losses.errors import InputError, did_you_mean
+from gp_losses.space import SearchSpace
+from primitives import operator_set
+
+RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
+"""The repository's run configurations (`runs/<task>.yaml` is a task's default)."""
+
+
+def resolve_task(name: str) -> Type[Any]:
+    """The Task class for a built-in name or a `package.module:Class` path."""
+    from tasks import TASKS
+    from tasks.base import Task
+
+    if not name:
+        raise ConfigError("task.name: no task given; use --task NAME")
+    task_cls = TASKS.get(name)
+    if not (isinstance(task_cls, type) and issubclass(task_cls, Task)):
+        raise InputError(f"task {name!r}: expected a subclass of tasks.base.Task, got {task_cls!r}")
+    return task_cls
+
+
+def default_config_path(task: str) -> Optional[Path]:
+    path = RUNS_DIR / f"{task}.yaml"
+    return path if ":" not in task and path.is_file() else None
+
+
+def load_run_config(task: Optional[str], path: Optional[str], overrides: Sequence[str]) -> RunConfig:
+    """Config for a run: the task's default YAML or `path`, then `--set` overrides, with the
+    task's name from `--task`; validated, task options included."""
+    chosen = Path(path) if path else (default_config_path(task) if task else None)
+    extra = [f"task.name={task}"] if task else []
+    config = cfg.load(chosen, list(overrides) + extra)
+    build_context(config)  # every error surfaces here, before any work starts
+    return config
+
+
+@dataclass
+class Context:
+    config: RunConfig
+    task_cls: Type[Any]
+    options: Any
+    space: SearchSpace
+
+    @property
+    def metric(self) -> str:
+        return self.config.task.metric or self.task_cls.metrics[0]
+
+    def make_task(self, device: str = "cpu") -> Any:
+        return self.task_cls(self.options, self.metric, device)
+
+
+def build_context(config: RunConfig) -> Context:
+    task_cls = resolve_task(config.task.name)
+    metric = config.task.metric or task_cls.metrics[0]
+    if metric not in task_cls.metrics:
+        raise ConfigError(f"task.metric: task {task_cls.name!r} has no metric {metric!r}"
+                          + did_you_mean(metric, task_cls.metrics)
+                          + f"; metrics: {', '.join(task_cls.metrics)}")
+    options = cfg.build(task_cls.Options, config.task.options, "task.options")
+    search = config.search
+    if search.depth > search.height_limit:
+        raise ConfigError(f"search.depth: {search.depth} is over search.height_limit {search.height_limit}")
+    space = SearchSpace(task_cls.branches, operator_set(search.operators), search.depth,
+                        search.height_limit)
+    return Context(config, task_cls, options, space)

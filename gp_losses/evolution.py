@@ -1,0 +1,389 @@
+"""Aging evolution of loss functions, as the paper's Fig. 1 (sections 3.2, 4.5, Appendix A).
+
+    initialize: K random losses, each regenerated until it passes the loss-rejection protocol
+    loop until N proxy evaluations:
+        select   a parent per slot: the best of T% of the population (tournament, at least 2)
+        vary     offspring: copy 10% / re-initialize 50% / two mutations
+        reject   static checks, then the protocol (Eq. 5-6); regenerate until one passes
+        dedupe   gradient-equivalence check: a known fingerprint reuses its score
+        evaluate proxy training of the rest (a failing one is a result, worst score)
+        age      append to the population; drop the oldest beyond P
+        record   HallOfFame, Statistics, Logbook, evaluations.jsonl, checkpoint
+
+Offspring are produced in batches of `search.batch` slots (default: one per worker). Each
+batch's rejection and proxy work is spread over SCOOP workers; all random choices are made in
+this process, in a fixed order, so a seed and a batch size fix the result with or without
+SCOOP, and a resumed run continues exactly where the checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from deap import base, tools
+from tqdm import tqdm
+
+from gp_losses import variation
+from gp_losses.config import to_dict
+from gp_losses.context import Context
+from gp_losses.errors import GpLossesError
+from gp_losses.parallel import parallel_map, protocol_job, train_job
+from gp_losses.rejection import REASONS, static_reason
+from gp_losses.rundir import RunDir
+from gp_losses.trees import Loss, LossTree
+
+log = logging.getLogger("gp_losses")
+PROTOCOL_CACHE_SIZE = 50_000
+
+
+class Fitness(base.Fitness):
+    weights = (1.0,)
+
+
+class Individual(Loss):
+    """A loss in the population: its trees, a DEAP fitness, and what was recorded about it."""
+
+    def __init__(self, trees=(), info: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(trees)
+        self.fitness = Fitness()
+        self.info: Dict[str, Any] = dict(info or {})
+
+
+def same_loss(a: Individual, b: Individual) -> bool:
+    """Hall-of-fame duplicates: the same expressions, or the same gradient fingerprint."""
+    return a.info["expr"] == b.info["expr"] or (
+        all(a.info["fingerprint"]) and a.info["fingerprint"] == b.info["fingerprint"])
+
+
+def top_mean(values: List[float], k: int = 5) -> float:
+    return float(np.mean(sorted(values, reverse=True)[:k])) if len(values) else float("nan")
+
+
+def make_statistics() -> tools.Statistics:
+    stats = tools.Statistics(key=lambda ind: ind.fitness.values[0])
+    stats.register("pop_max", np.max)
+    stats.register("pop_mean", np.mean)
+    stats.register("top5", top_mean)
+    return stats
+
+
+@dataclass
+class SearchState:
+    """Everything a checkpoint holds; pickled after every batch."""
+
+    population: List[Individual] = field(default_factory=list)
+    known: Dict[Any, Dict[str, Any]] = field(default_factory=dict)
+    protocol_cache: "collections.OrderedDict" = field(default_factory=collections.OrderedDict)
+    counts: "collections.Counter" = field(default_factory=collections.Counter)
+    seconds: Dict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
+    created: int = 0
+    evaluations: int = 0
+    explored: int = 0
+    lines: int = 0
+    batches: int = 0
+    hof: tools.HallOfFame = field(default_factory=lambda: tools.HallOfFame(10, similar=same_loss))
+    logbook: List[Dict[str, Any]] = field(default_factory=list)
+    jsonl_size: int = 0
+    rng_state: Any = None
+    numpy_state: Any = None
+    torch_state: Any = None
+
+
+@dataclass
+class Slot:
+    """One offspring being made: its parent (None while initializing) and accepted trees."""
+
+    parent: Optional[Individual]
+    trees: List[Optional[LossTree]]
+    fingerprints: List[Tuple[float, ...]]
+    origin: List[Dict[str, Any]]
+    attempts: int = 0
+
+
+def evaluation_seed(run_seed: int, index: int) -> int:
+    """The seed of proxy evaluation `index`, derived from the run seed alone."""
+    return int(np.random.SeedSequence([run_seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+class Evolution:
+    """One search: `run()` drives the loop; each step below is one of Fig. 1's boxes."""
+
+    def __init__(self, context: Context, rundir: RunDir, workers: int = 1,
+                 state: Optional[SearchState] = None, run_id: str = "local") -> None:
+        self.ctx = context
+        self.cfg = context.config
+        self.space = context.space
+        self.rundir = rundir
+        self.batch_size = self.cfg.search.batch or workers
+        self.spec = {"config": to_dict(self.cfg), "run_id": run_id}
+        self.rng = random.Random(self.cfg.seed)
+        self.state = state or SearchState()
+        if state is not None:
+            self._restore_random_state()
+
+    # --- the loop -----------------------------------------------------------------------
+    def run(self) -> SearchState:
+        total = self.cfg.search.evaluations
+        with tqdm(total=total, initial=min(self.state.evaluations, total), desc="evaluations",
+                  unit="eval", dynamic_ncols=True) as bar:
+            while self.state.evaluations < total:
+                start = time.perf_counter()
+                before = self.state.evaluations
+                slots = self.select(min(self.batch_size, total - self.state.evaluations))
+                records = self._number(self.reject(slots))
+                children, eval_records = self.evaluate(slots)
+                self.age(children)
+                self.record(records + eval_records, time.perf_counter() - start)
+                bar.update(self.state.evaluations - before)
+                bar.set_postfix(best=f"{self._best():.4f}", explored=self.state.explored,
+                                rejected=self._rejected(), reused=self.state.counts["reused"])
+        return self.state
+
+    # --- select (tournament, section 3.2) -------------------------------------------------
+    def select(self, n: int) -> List[Slot]:
+        """n slots; while fewer than K losses exist they are random (init) slots, else each
+        has a parent: the best of a random T% sample of the population (at least 2)."""
+        slots = []
+        for _ in range(n):
+            parent = None
+            if self.state.created >= self.cfg.search.population_init and self.state.population:
+                parent = self.tournament()
+            m = len(self.space.branches)
+            slots.append(Slot(parent, [None] * m, [()] * m, [{} for _ in range(m)]))
+            self.state.created += 1
+        return slots
+
+    def tournament(self) -> Individual:
+        pop = self.state.population
+        size = min(len(pop), max(2, round(self.cfg.search.tournament * len(pop))))
+        sample = self.rng.sample(range(len(pop)), size)
+        return pop[max(sample, key=lambda k: (pop[k].fitness.values[0], -sample.index(k)))]
+
+    # --- vary + reject (loss-rejection protocol, Eq. 5-6) ---------------------------------
+    def _candidate(self, slot: Slot, branch: int) -> Tuple[LossTree, Dict[str, Any]]:
+        pset = self.space.psets[branch]
+        if slot.parent is None:
+            return variation.random_tree(pset, self.rng, self.space.depth), {"op": "init", "steps": []}
+        child, op, steps = variation.offspring(slot.parent[branch], pset, self.rng,
+                                               self.space.depth, self.space.height_limit)
+        return child, {"op": op, "steps": steps}
+
+    def reject(self, slots: List[Slot]) -> List[Dict[str, Any]]:
+        """Fill every slot's branches with trees that pass the protocol (or, with rejection
+        off, with the first candidate). Returns the explored-candidate records."""
+        records: List[Dict[str, Any]] = []
+        search = self.cfg.search
+        chunk = search.chunk if search.rejection else 1
+        pending = [(s, k) for s in slots for k in range(len(self.space.branches))]
+        start = time.perf_counter()
+        while pending:
+            jobs, batches = [], []
+            for slot, k in pending:
+                batch = []
+                for _ in range(chunk):
+                    tree, origin = self._candidate(slot, k)
+                    slot.attempts += 1
+                    batch.append(self._screen(slot, k, tree, origin, jobs))
+                batches.append((slot, k, batch))
+            results = parallel_map(protocol_job, [job for job, _ in jobs])
+            for (_, entry), result in zip(jobs, results):
+                entry["result"] = result
+                self.state.seconds["rejection_worker"] += result["seconds"]
+                if search.rejection:
+                    self._cache_put((entry["branch"], entry["expr"]), result)
+            pending = []
+            for slot, k, batch in batches:
+                if not self._accept(slot, k, batch, records):
+                    if slot.attempts >= search.max_attempts:
+                        raise GpLossesError(
+                            f"no candidate passed the loss-rejection protocol in {slot.attempts} "
+                            "attempts for one offspring; check the task's probe metric, or lower "
+                            "protocol.eta")
+                    pending.append((slot, k))
+        self.state.seconds["rejection_wall"] += time.perf_counter() - start
+        return records
+
+    def _screen(self, slot: Slot, k: int, tree: LossTree, origin: Dict[str, Any],
+                jobs: List[Any]) -> Dict[str, Any]:
+        """A candidate entry: decided at once (static check, cache) or queued as a job."""
+        expr = str(tree)
+        entry = {"branch": k, "expr": expr, "tree": tree, "origin": origin, "result": None}
+        optimize = self.cfg.search.rejection
+        if optimize:
+            reason = static_reason(tree, self.space.branches[k])
+            if reason:
+                entry["result"] = {"passed": False, "reason": reason, "gain": None,
+                                   "fingerprint": [], "steps": 0, "seconds": 0.0, "error": None}
+                return entry
+            cached = self.state.protocol_cache.get((k, expr))
+            if cached is not None:
+                self.state.protocol_cache.move_to_end((k, expr))
+                entry["result"] = dict(cached, seconds=0.0, cached=True)
+                return entry
+        if optimize or self.cfg.search.equivalence:
+            jobs.append(((self.spec, k, expr, optimize), entry))
+        else:
+            entry["result"] = {"passed": True, "reason": None, "gain": None, "fingerprint": [],
+                               "steps": 0, "seconds": 0.0, "error": None}
+        return entry
+
+    def _accept(self, slot: Slot, k: int, batch: List[Dict[str, Any]],
+                records: List[Dict[str, Any]]) -> bool:
+        """Take the first passing candidate of the batch (generation order); log the rest."""
+        accepted = False
+        for entry in batch:
+            result = entry["result"]
+            self.state.explored += 1
+            passed = result["passed"] or not self.cfg.search.rejection
+            if accepted:
+                status = "surplus"
+            elif passed:
+                status, accepted = "passed", True
+                slot.trees[k] = entry["tree"]
+                slot.fingerprints[k] = tuple(result["fingerprint"])
+                slot.origin[k] = entry["origin"]
+            else:
+                status = "rejected"
+                self.state.counts[f"rejected_{result['reason']}"] += 1
+            if status != "passed":
+                records.append(self._candidate_record(k, entry, status))
+        return accepted
+
+    def _candidate_record(self, k: int, entry: Dict[str, Any], status: str) -> Dict[str, Any]:
+        result = entry["result"]
+        record = {"index": None, "branch": self.space.branches[k].name, "expr": entry["expr"],
+                  "status": status, "reason": result["reason"] if status == "rejected" else None,
+                  "gain": result["gain"], "protocol_steps": result["steps"],
+                  "seconds": round(result["seconds"], 6), "op": entry["origin"]["op"],
+                  "mutations": entry["origin"]["steps"]}
+        if result.get("error"):
+            record["error"] = result["error"]
+        return record
+
+    def _cache_put(self, key: Tuple[int, str], result: Dict[str, Any]) -> None:
+        cache = self.state.protocol_cache
+        cache[key] = {k: v for k, v in result.items() if k not in ("seconds", "cached")}
+        while len(cache) > PROTOCOL_CACHE_SIZE:
+            cache.popitem(last=False)
+
+    # --- dedupe (gradient equivalence) + evaluate (proxy task) -----------------------------
+    def evaluate(self, slots: List[Slot]) -> Tuple[List[Individual], List[Dict[str, Any]]]:
+        """Reuse the score of a known fingerprint; train the rest, spread over workers."""
+        children, jobs, pending_fp = [], [], {}
+        for slot in slots:
+            exprs = {b.name: str(t) for b, t in zip(self.space.branches, slot.trees)}
+            fp = tuple(slot.fingerprints) if all(slot.fingerprints) else None
+            info = {"expr": exprs, "fingerprint": [list(f) for f in slot.fingerprints],
+                    "origin": slot.origin, "parent": slot.parent.info["index"] if slot.parent else None}
+            child = Individual(slot.trees, info)
+            info = child.info
+            children.append(child)
+            if self.cfg.search.equivalence and fp is not None and (fp in self.state.known or fp in pending_fp):
+                info["reuse_of"] = fp
+                continue
+            info["eval"] = self.state.evaluations
+            seed = evaluation_seed(self.cfg.seed, self.state.evaluations)
+            self.state.evaluations += 1
+            if fp is not None:
+                pending_fp[fp] = child
+            jobs.append(((self.spec, exprs, seed), child))
+        start = time.perf_counter()
+        results = parallel_map(train_job, [job for job, _ in jobs])
+        self.state.seconds["training_wall"] += time.perf_counter() - start
+        for (_, child), result in zip(jobs, results):
+            self.state.seconds["training_worker"] += result["seconds"]
+            self.state.counts[result["status"]] += 1
+            child.info.update(result)
+            fp = tuple(tuple(f) for f in child.info["fingerprint"])
+            if all(fp):
+                self.state.known.setdefault(fp, {"score": result["score"], "status": result["status"],
+                                                 "metrics": result["metrics"], "eval": child.info["eval"]})
+        records = []
+        for child in children:
+            if "reuse_of" in child.info:
+                known = self.state.known[child.info.pop("reuse_of")]
+                child.info.update(status="reused", score=known["score"], metrics=known["metrics"],
+                                  reused_eval=known["eval"], reused_status=known["status"], seconds=0.0)
+                self.state.counts["reused"] += 1
+            child.fitness.values = (child.info["score"],)
+            child.info["index"] = self.state.lines
+            self.state.lines += 1
+            records.append(self._loss_record(child))
+        return children, records
+
+    def _loss_record(self, child: Individual) -> Dict[str, Any]:
+        keys = ("index", "eval", "expr", "status", "score", "metrics", "fingerprint", "iterations",
+                "seconds", "worker", "device", "error", "origin", "parent", "reused_eval", "reused_status")
+        record = {k: child.info.get(k) for k in keys if k in child.info}
+        if "seconds" in record:
+            record["seconds"] = round(record["seconds"], 4)
+        return record
+
+    # --- age + record ---------------------------------------------------------------------
+    def age(self, children: List[Individual]) -> None:
+        """Append the new losses; only the most recent P are kept (aging, section 3.2)."""
+        pop = self.state.population
+        pop.extend(children)
+        del pop[:max(0, len(pop) - self.cfg.search.population_max)]
+        self.state.hof.update([c for c in children if c.info["status"] == "ok"])
+
+    def record(self, records: List[Dict[str, Any]], seconds: float) -> None:
+        """Statistics + Logbook row, evaluations.jsonl, hall_of_fame.json, checkpoint."""
+        state = self.state
+        state.batches += 1
+        state.seconds["wall"] += seconds
+        row = {"batch": state.batches, "evaluations": state.evaluations, "explored": state.explored,
+               "reused": state.counts["reused"], "rejected": self._rejected(),
+               **{f"rejected_{r}": state.counts[f"rejected_{r}"] for r in REASONS},
+               **{s: state.counts[s] for s in ("invalid", "error", "timeout")},
+               "best": self._best(), **make_statistics().compile(state.population),
+               **{f"seconds_{k}": round(v, 3) for k, v in sorted(state.seconds.items())}}
+        state.logbook.append(row)
+        state.jsonl_size = self.rundir.append_evaluations(records)
+        self.rundir.write_logbook(state.logbook)
+        self.rundir.write_json("hall_of_fame.json", self.hall_of_fame())
+        self._save_random_state()
+        self.rundir.save_checkpoint(state)
+        self.rundir.write_status("running", evaluations=state.evaluations, best=self._best(),
+                                 explored=state.explored)
+        log.debug("batch %d: %s", state.batches, row)
+
+    def hall_of_fame(self) -> List[Dict[str, Any]]:
+        out = []
+        for rank, ind in enumerate(self.state.hof, 1):
+            formulas = {name: str(expr) for name, expr in self.space.formulas(ind).items()}
+            out.append({"rank": rank, "score": ind.fitness.values[0], "expr": ind.info["expr"],
+                        "formula": formulas, "metrics": ind.info.get("metrics", {}),
+                        "index": ind.info["index"], "eval": ind.info.get("eval", ind.info.get("reused_eval"))})
+        return out
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _number(self, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """Give each record its line number in evaluations.jsonl."""
+        for record in records:
+            record["index"] = self.state.lines
+            self.state.lines += 1
+        return records
+
+    def _best(self) -> float:
+        return self.state.hof[0].fitness.values[0] if len(self.state.hof) else float("nan")
+
+    def _rejected(self) -> int:
+        return sum(self.state.counts[f"rejected_{r}"] for r in REASONS)
+
+    def _save_random_state(self) -> None:
+        self.state.rng_state = self.rng.getstate()
+        self.state.numpy_state = np.random.get_state()
+        self.state.torch_state = torch.get_rng_state()
+
+    def _restore_random_state(self) -> None:
+        self.rng.setstate(self.state.rng_state)
+        np.random.set_state(self.state.numpy_state)
+        torch.set_rng_state(self.state.torch_state)

@@ -1,0 +1,148 @@
+"""Static checks, the loss-rejection protocol (paper Eq. 5-6) and gradient fingerprints.
+
+For one branch tree, in order, stopping at the first decision:
+1. static: a loss that uses no input depending on the prediction has a zero gradient; one
+   that uses no input depending on the target cannot track it. Rejected without running.
+2. the protocol: the B probe outputs of the branch are optimized directly with the candidate
+   (SGD with momentum, summed loss, Appendix A); the other branches sit at their targets.
+   g = mean over samples of metric(after) - metric(before); reject if g < eta.
+   Exact early decisions: a non-finite loss, gradient or output rejects at once; an all-zero
+   gradient at step 0 rejects (nothing can move). With `early_exit`, a check every
+   `check_every` steps accepts as soon as g >= eta (measured against the full schedule in
+   bench/rejection.py).
+3. the fingerprint (section 3.2): the B gradient norms at the probe outputs, each rounded to
+   two significant digits, taken at step 0 of the protocol.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from gp_losses.config import ProtocolConfig
+from gp_losses.torch_loss import compile_tree
+from gp_losses.trees import Branch, LossTree
+from primitives import OperatorSet
+
+REASONS = ("no_prediction", "no_target", "nonfinite", "zero_grad", "low_gain", "timeout", "error")
+"""Why a candidate is rejected; `logbook.csv` counts each."""
+
+
+def static_reason(tree: LossTree, branch: Branch) -> Optional[str]:
+    """'no_prediction' / 'no_target' when the tree cannot depend on them, else None."""
+    used = [t for t in branch.inputs if t.name in tree.input_names()]
+    if not any(t.prediction for t in used):
+        return "no_prediction"
+    if not any(t.target for t in used):
+        return "no_target"
+    return None
+
+
+def round_significant(value: float, digits: int = 2) -> float:
+    """`value` rounded to `digits` significant digits (0 stays 0)."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return float(f"{value:.{digits - 1}e}")
+
+
+@dataclass
+class ProtocolResult:
+    passed: bool
+    reason: Optional[str] = None
+    gain: Optional[float] = None
+    fingerprint: Tuple[float, ...] = ()
+    steps: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"passed": self.passed, "reason": self.reason, "gain": self.gain,
+                "fingerprint": list(self.fingerprint), "steps": self.steps,
+                "seconds": round(self.seconds, 6)}
+
+
+@dataclass
+class Protocol:
+    """The rejection protocol of one task, on its B probe samples (built once per worker)."""
+
+    task: object
+    branches: Tuple[Branch, ...]
+    operators: OperatorSet
+    config: ProtocolConfig
+    _base: Dict[int, torch.Tensor] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.probe = self.task.probe(self.config.samples, self.config.seed)
+
+    def _outputs_with(self, index: int, z: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """All branches at their targets (`ideal`), except branch `index` at z."""
+        name = self.branches[index].name
+        outputs = dict(self.probe.ideal) if len(self.branches) > 1 else {}
+        outputs[name] = z
+        return outputs
+
+    def _metric(self, index: int, z: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.task.probe_metric(self._outputs_with(index, z), self.probe.targets)
+
+    def gain(self, index: int, z: torch.Tensor) -> float:
+        """Eq. 5: mean over probe samples of metric(z) - metric(initial outputs)."""
+        if index not in self._base:
+            self._base[index] = self._metric(index, self.probe.outputs[self.branches[index].name])
+        return float((self._metric(index, z) - self._base[index]).double().mean())
+
+    def check(self, index: int, tree: LossTree, optimize: bool = True) -> ProtocolResult:
+        """Run the protocol for branch `index`; with `optimize=False` only the fingerprint
+        (one gradient) is computed and the candidate passes unless that gradient is bad."""
+        start = time.perf_counter()
+        result = self._check(index, tree, optimize)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _check(self, index: int, tree: LossTree, optimize: bool) -> ProtocolResult:
+        cfg, branch = self.config, self.branches[index]
+        if optimize:
+            reason = static_reason(tree, branch)
+            if reason:
+                return ProtocolResult(False, reason)
+        output = compile_tree(tree, self.operators, branch.inputs)
+        targets = self.probe.targets[branch.name]
+        z = self.probe.outputs[branch.name].detach().clone().requires_grad_(True)
+        sgd = torch.optim.SGD([z], lr=cfg.lr, momentum=cfg.momentum)
+        fingerprint: Tuple[float, ...] = ()
+        steps = cfg.steps if optimize else 1
+        for step in range(steps):
+            loss = output(self.task.loss_inputs(branch.name, z, targets)).sum()
+            if not torch.isfinite(loss):
+                return ProtocolResult(False, "nonfinite", None, fingerprint, step)
+            sgd.zero_grad()
+            loss.backward()
+            grad = z.grad
+            if not torch.isfinite(grad).all():
+                return ProtocolResult(False, "nonfinite", None, fingerprint, step)
+            if step == 0:
+                norms = grad.flatten(1).norm(dim=1).tolist()
+                fingerprint = tuple(round_significant(v) for v in norms)
+                if not grad.any():
+                    return ProtocolResult(False, "zero_grad", 0.0, fingerprint, 1)
+                if not optimize:
+                    return ProtocolResult(True, None, None, fingerprint, 1)
+            sgd.step()
+            if cfg.early_exit and (step + 1) % cfg.check_every == 0 and step + 1 < steps:
+                if not torch.isfinite(z).all():
+                    return ProtocolResult(False, "nonfinite", None, fingerprint, step + 1)
+                g = self.gain(index, z)
+                if g >= cfg.eta:
+                    return ProtocolResult(True, None, g, fingerprint, step + 1)
+        if not torch.isfinite(z).all():
+            return ProtocolResult(False, "nonfinite", None, fingerprint, steps)
+        g = self.gain(index, z)
+        return ProtocolResult(g >= cfg.eta, None if g >= cfg.eta else "low_gain", g, fingerprint, steps)
+
+
+def combined_fingerprint(parts: List[Tuple[float, ...]]) -> Tuple[Tuple[float, ...], ...]:
+    """The fingerprint of a multi-branch loss: its branches' fingerprints, in order."""
+    return tuple(tuple(p) for p in parts)

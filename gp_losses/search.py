@@ -1,0 +1,86 @@
+"""Start or resume a search: config -> run directory -> Evolution.run(), with status.json.
+
+status.json is the authority on how a run ended (`finished` or `failed` with the reason):
+SCOOP's launcher exits 0 even when the script fails.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import re
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from gp_losses import config as cfg
+from gp_losses.context import build_context, load_run_config
+from gp_losses.errors import InputError
+from gp_losses.evolution import Evolution, SearchState
+from gp_losses.parallel import scoop_running, worker_count
+from gp_losses.rundir import RunDir
+
+log = logging.getLogger("gp_losses")
+
+
+def default_out(config: cfg.RunConfig, task_name: str, metric: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = config.name or f"{task_name}-{metric}"
+    return Path("outputs") / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{stamp}"
+
+
+def prepare(task: Optional[str], config_path: Optional[str], out: Optional[str],
+            seed: Optional[int], evaluations: Optional[int], resume: Optional[str],
+            overrides: Sequence[str]) -> tuple:
+    """(context, run dir, state or None): every input checked before anything is written."""
+    if resume:
+        if config_path or overrides or seed is not None or out:
+            raise InputError("--resume continues a run with its own config.yaml: "
+                             "only --evaluations may be given with it")
+        rundir = RunDir.open(Path(resume))
+        config = cfg.load(rundir.path / "config.yaml",
+                          [f"search.evaluations={evaluations}"] if evaluations else [])
+        if task and task != config.task.name:
+            raise InputError(f"--task {task!r} differs from the resumed run's task {config.task.name!r}")
+        context = build_context(config)
+        state: SearchState = rundir.load_checkpoint()
+        rundir.truncate_evaluations(state.jsonl_size)
+        if evaluations:
+            rundir.path.joinpath("config.yaml").write_text(cfg.dump(config))
+        return context, rundir, state
+    extra = list(overrides)
+    if seed is not None:
+        extra.append(f"seed={seed}")
+    if evaluations is not None:
+        extra.append(f"search.evaluations={evaluations}")
+    config = load_run_config(task, config_path, extra)
+    context = build_context(config)
+    path = Path(out) if out else default_out(config, context.task_cls.name or "task", context.metric)
+    return context, RunDir.create(path, cfg.dump(config)), None
+
+
+def run_search(task: Optional[str], config_path: Optional[str] = None, out: Optional[str] = None,
+               seed: Optional[int] = None, evaluations: Optional[int] = None,
+               resume: Optional[str] = None, overrides: Sequence[str] = ()) -> Dict[str, Any]:
+    context, rundir, state = prepare(task, config_path, out, seed, evaluations, resume, overrides)
+    workers = worker_count()
+    run_id = hashlib.sha1(str(rundir.path.resolve()).encode()).hexdigest()[:12]
+    evolution = Evolution(context, rundir, workers, state, run_id)
+    log.info("run %s: task %s, metric %s, %d evaluations, %d worker(s)%s, batch %d",
+             rundir.path, context.task_cls.name, context.metric, context.config.search.evaluations,
+             workers, " (SCOOP)" if scoop_running() else "", evolution.batch_size)
+    rundir.write_status("running", evaluations=evolution.state.evaluations)
+    try:
+        final = evolution.run()
+    except BaseException as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        rundir.write_status("failed", reason=reason, evaluations=evolution.state.evaluations)
+        raise
+    hall = evolution.hall_of_fame()
+    summary = {"run_dir": str(rundir.path), "status": "finished", "task": context.task_cls.name,
+               "metric": context.metric, "evaluations": final.evaluations, "explored": final.explored,
+               "reused": final.counts["reused"], "best": hall[0] if hall else None,
+               "hall_of_fame": hall[:5]}
+    rundir.write_status("finished", evaluations=final.evaluations, explored=final.explored,
+                        best=hall[0]["score"] if hall else None)
+    return summary

@@ -1,0 +1,112 @@
+"""The task contract: what the engine needs from a task, and nothing more.
+
+A task names its loss branches and metrics, gives probe samples for the loss-rejection
+protocol (paper Eq. 5-6), maps raw network outputs to loss inputs, scores predictions, and
+trains its proxy network with a given loss. `setup()` runs lazily, once per worker process
+(as EvoTorch's `Problem._prepare()`), so a task object is cheap to create and to ship.
+
+Tasks are deterministic: the same seed gives the same probe and the same proxy result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from gp_losses.trees import Branch
+
+LossFn = Callable[[Mapping[str, Mapping[str, torch.Tensor]]], torch.Tensor]
+"""A compiled loss: {branch: {input name: tensor}} -> scalar (paper Eq. 4)."""
+
+
+@dataclass
+class Probe:
+    """B training samples as a randomly initialized network sees them (paper section 3.2).
+
+    `outputs[branch]` are the raw network outputs that the protocol optimizes directly;
+    `ideal[branch]` are outputs that reproduce the targets, used for the other branches while
+    one branch is being checked; `targets[branch]` is whatever `loss_inputs` and `probe_metric`
+    need (labels, heatmaps, boxes).
+    """
+
+    outputs: Dict[str, torch.Tensor]
+    targets: Dict[str, Any]
+    ideal: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """What a proxy training returns. `score` is the search metric, in [0, 1]."""
+
+    score: float
+    metrics: Dict[str, float]
+    iterations: int
+    status: str = "ok"
+
+
+class Task:
+    """Base class of a task. Subclasses set the class attributes and implement the methods.
+
+    `Options` is a frozen dataclass of the task's own settings (the `task.options` section of a
+    run config); the engine validates the YAML against it like any other config section.
+    """
+
+    name: ClassVar[str] = ""
+    branches: ClassVar[Tuple[Branch, ...]] = ()
+    metrics: ClassVar[Tuple[str, ...]] = ()
+    """Metric names; each is a search target (`task.metric`), the first is the default."""
+    baselines: ClassVar[Dict[str, Dict[str, str]]] = {}
+    """Hand-designed losses by name: {baseline: {branch: expression}}."""
+
+    @dataclass(frozen=True)
+    class Options:
+        pass
+
+    def __init__(self, options: Optional[Any] = None, metric: Optional[str] = None,
+                 device: str = "cpu") -> None:
+        self.options = options if options is not None else self.Options()
+        self.metric = metric or self.metrics[0]
+        if self.metric not in self.metrics:
+            raise ValueError(f"task {self.name!r} has no metric {self.metric!r}; metrics: {self.metrics}")
+        self.device = torch.device(device)
+        self._ready = False
+
+    def ensure_setup(self) -> None:
+        if not self._ready:
+            self.setup()
+            self._ready = True
+
+    # --- to implement -----------------------------------------------------------------
+    def setup(self) -> None:
+        """Load or generate data, once per process. Optional."""
+
+    def probe(self, n: int, seed: int) -> Probe:
+        """`n` training samples and the outputs of a network initialized with `seed`."""
+        raise NotImplementedError
+
+    def loss_inputs(self, branch: str, outputs: torch.Tensor, targets: Any) -> Dict[str, torch.Tensor]:
+        """The loss inputs of `branch` ({name: (N, C, H, W) tensor}) from raw outputs."""
+        raise NotImplementedError
+
+    def probe_metric(self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, Any]) -> torch.Tensor:
+        """The search metric of each probe sample, shape (B,), values in [0, 1]."""
+        raise NotImplementedError
+
+    def train(self, loss: LossFn, seed: int) -> TrainResult:
+        """Train the proxy network from scratch with `loss` and evaluate it.
+
+        The engine wraps `loss` so that a non-finite value stops training (status `invalid`)
+        and enforces the time limit; the task only trains and scores.
+        """
+        raise NotImplementedError
+
+    # --- helpers ------------------------------------------------------------------------
+    def branch_names(self) -> Tuple[str, ...]:
+        return tuple(b.name for b in self.branches)
+
+    @classmethod
+    def option_fields(cls) -> Sequence[dataclasses.Field]:
+        return dataclasses.fields(cls.Options)
