@@ -73,6 +73,9 @@ def build_context(config: RunConfig) -> Context:
     search = config.search
     if search.depth > search.height_limit:
         raise ConfigError(f"search.depth: {search.depth} is over search.height_limit {search.height_limit}")
-    space = SearchSpace(task_cls.branches, operator_set(search.operators), search.depth,
-                        search.height_limit)
+    try:
+        operators = operator_set(search.operators)
+    except InputError as exc:
+        raise ConfigError(f"search.operators: {exc}") from None
+    space = SearchSpace(task_cls.branches, operators, search.depth, search.height_limit)
     return Context(config, task_cls, options, space)

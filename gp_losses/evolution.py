@@ -180,10 +180,14 @@ class Evolution:
         off, with the first candidate). Returns the explored-candidate records."""
         records: List[Dict[str, Any]] = []
         search = self.cfg.search
-        chunk = search.chunk if search.rejection else 1
         pending = [(s, k) for s in slots for k in range(len(self.space.branches))]
         start = time.perf_counter()
+        rounds = 0
         while pending:
+            # 1, 2, 4, ... candidates per slot and round, up to search.chunk: a copy or a good
+            # mutant passes in round one, a random loss needs many tries (pass rate ~0.1%)
+            chunk = min(search.chunk, 2 ** rounds) if search.rejection else 1
+            rounds += 1
             jobs, batches = [], []
             for slot, k in pending:
                 batch = []

@@ -15,4 +15,6 @@ if __package__ in (None, ""):
 from gp_losses.cli import search_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(search_main())
+    code = search_main()
+    if code:  # SCOOP prints a traceback for any SystemExit, even exit(0): raise only on failure
+        sys.exit(code)

@@ -1,0 +1,148 @@
+"""Throughput and agreement of the loss-rejection protocol; prints JSON.
+
+For each probe set (the `cls` task; segmentation-shaped probes: 5 x 21 x 64 x 64, blob targets,
+logits of a random conv net) and each protocol policy, it runs the protocol on
+- `random`: random depth-3 losses from the initializer (almost all negatives), and
+- `mutants`: two-mutation offspring of good losses (CE, squared error, two of the paper's
+  Table 8 losses), where about one in ten passes and disagreement would show,
+and reports raw candidates per minute with 1 and 2 processes (one torch thread each) and the
+share of accept/reject decisions equal to the full paper protocol's (lr 1e-3, 500 steps, no
+early exit). Decisions are deterministic, so they are computed once per policy.
+
+    python bench/rejection.py [--random 600] [--mutants 200] [--subset 200] [--only seg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import sys
+import time
+from typing import Dict, List, Tuple
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from gp_losses import variation  # noqa: E402
+from gp_losses.config import ProtocolConfig  # noqa: E402
+from gp_losses.rejection import Protocol  # noqa: E402
+from gp_losses.space import SearchSpace  # noqa: E402
+from gp_losses.trees import parse_tree  # noqa: E402
+
+GOOD = ["Neg(Mul(y, Log(yhat)))", "Square(Add(yhat, Neg(y)))",
+        "Exp(Square(Add(y, Neg(Sqrt(yhat)))))",                      # Table 8, seg gAcc
+        "Log(Mul(y, Log(Add(y, Mul(Add(y, yhat), Inv(yhat))))))"]     # Table 8, seg FWIoU
+POLICIES = {
+    "paper_full": dict(lr=1e-3, steps=500, early_exit=False),
+    "paper_early": dict(lr=1e-3, steps=500, early_exit=True, check_every=25),
+    "fast_full": dict(lr=5e-3, steps=100, early_exit=False),
+    "fast_early": dict(lr=5e-3, steps=100, early_exit=True, check_every=25),
+}
+
+_PROTOCOL: Protocol = None
+_SPACE: SearchSpace = None
+
+
+def make_task(name: str):
+    if name == "cls":
+        from tasks.cls import DigitsTask
+
+        return DigitsTask()
+    from seg_probe import SegProbeTask
+
+    return SegProbeTask(size=64, classes=21)
+
+
+def _init(task_name: str, policy: Dict) -> None:
+    global _PROTOCOL, _SPACE
+    torch.set_num_threads(1)
+    task = make_task(task_name)
+    _SPACE = SearchSpace(task.branches)
+    _PROTOCOL = Protocol(task, _SPACE.branches, _SPACE.operators, ProtocolConfig(**policy))
+
+
+def _check(expr: str) -> Tuple[bool, str, int]:
+    result = _PROTOCOL.check(0, parse_tree(expr, _SPACE.psets[0]))
+    return result.passed, result.reason or "", result.steps
+
+
+def run(task_name: str, policy: Dict, exprs: List[str], processes: int):
+    """(decisions, seconds) for `exprs` on `processes` worker processes (start-up excluded)."""
+    ctx = mp.get_context("fork")
+    with ctx.Pool(processes, initializer=_init, initargs=(task_name, policy)) as pool:
+        pool.map(_check, exprs[:processes])  # warm-up: probes built, torch loaded
+        start = time.perf_counter()
+        results = pool.map(_check, exprs, chunksize=1)
+        return results, time.perf_counter() - start
+
+
+def candidates(task_name: str, n_random: int, n_mutants: int, seed: int = 0) -> Dict[str, List[str]]:
+    task = make_task(task_name)
+    space = SearchSpace(task.branches)
+    rng = random.Random(seed)
+    rand = [str(space.random_loss(rng)[0]) for _ in range(n_random)]
+    mutants = []
+    for k in range(n_mutants):
+        (parent,) = space.parse(GOOD[k % len(GOOD)])
+        tree, _ = variation.mutate(parent, space.psets[0], rng, 2, space.height_limit)
+        mutants.append(str(tree))
+    return {"random": rand, "mutants": mutants}
+
+
+def bench_task(task_name: str, n_random: int, n_mutants: int, subset: int) -> Dict:
+    sets = candidates(task_name, n_random, n_mutants)
+    everything = sets["random"] + sets["mutants"]
+    kinds = ["random"] * len(sets["random"]) + ["mutants"] * len(sets["mutants"])
+    rng = random.Random(1)
+    sub = sorted(rng.sample(range(len(everything)), min(subset, len(everything))))
+    out: Dict = {"candidates": {k: len(v) for k, v in sets.items()}, "policies": {}}
+    reference = None
+    for name, policy in POLICIES.items():
+        decisions, seconds2 = run(task_name, policy, everything, 2)
+        _, seconds1 = run(task_name, policy, [everything[i] for i in sub], 1)
+        passed = [d[0] for d in decisions]
+        if reference is None:
+            reference = passed
+        entry = {"policy": policy,
+                 "per_minute_2proc": round(60 * len(everything) / seconds2, 1),
+                 "per_minute_1proc": round(60 * len(sub) / seconds1, 1),
+                 "mean_steps": round(sum(d[2] for d in decisions) / len(decisions), 1)}
+        for kind in ("random", "mutants", "all"):
+            idx = [i for i, k in enumerate(kinds) if kind in (k, "all")]
+            agree = sum(passed[i] == reference[i] for i in idx)
+            entry[kind] = {"n": len(idx), "passed": sum(passed[i] for i in idx),
+                           "agreement": round(agree / len(idx), 4),
+                           "false_accepts": sum(passed[i] and not reference[i] for i in idx),
+                           "false_rejects": sum(reference[i] and not passed[i] for i in idx)}
+        reasons: Dict[str, int] = {}
+        for d in decisions:
+            if not d[0]:
+                reasons[d[1]] = reasons.get(d[1], 0) + 1
+        entry["rejected_by_reason"] = reasons
+        out["policies"][name] = entry
+        print(json.dumps({"task": task_name, name: entry}), file=sys.stderr, flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--random", type=int, default=600)
+    parser.add_argument("--mutants", type=int, default=200)
+    parser.add_argument("--subset", type=int, default=200, help="candidates timed on 1 process")
+    parser.add_argument("--only", choices=["cls", "seg"])
+    args = parser.parse_args()
+    report = {"benchmark": "rejection", "cpu_count": os.cpu_count(), "python": platform.python_version(),
+              "torch": torch.__version__, "results": {}}
+    for task_name in ("cls", "seg"):
+        if args.only in (None, task_name):
+            report["results"][task_name] = bench_task(task_name, args.random, args.mutants, args.subset)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Static checks, the loss-rejection protocol (Eq. 5-6) and gradient fingerprints on digits."""
+
+import pytest
+
+from gp_losses.config import ProtocolConfig
+from gp_losses.rejection import Protocol, round_significant, static_reason
+from gp_losses.space import SearchSpace
+from gp_losses.trees import Branch
+from primitives import BOX_INPUTS
+from tasks.cls import DigitsTask
+
+
+@pytest.fixture(scope="module")
+def protocol():
+    task = DigitsTask()
+    space = SearchSpace(task.branches)
+    return Protocol(task, space.branches, space.operators, ProtocolConfig()), space
+
+
+def check(protocol, expr, **cfg):
+    proto, space = protocol
+    if cfg:
+        proto = Protocol(proto.task, proto.branches, proto.operators, ProtocolConfig(**cfg))
+    return proto.check(0, space.parse({"cls": expr})[0])
+
+
+@pytest.mark.parametrize("expr, reason", [
+    ("one", "no_prediction"), ("Exp(MaxPool(one))", "no_prediction"),
+    ("Square(Add(y, one))", "no_prediction"), ("Log(Square(yhat))", "no_target"),
+])
+def test_constant_and_one_sided_losses_are_rejected_without_optimization(protocol, expr, reason):
+    result = check(protocol, expr)
+    assert not result.passed and result.reason == reason
+    assert result.steps == 0 and result.fingerprint == ()
+
+
+def test_static_reason_for_box_inputs():
+    space = SearchSpace((Branch("reg", BOX_INPUTS),))
+    assert static_reason(space.parse("Log(Mul(i, Inv(u)))")[0], space.branches[0]) is None
+    assert static_reason(space.parse("Log(one)")[0], space.branches[0]) == "no_prediction"
+
+
+def test_cross_entropy_passes_and_its_negation_is_rejected(protocol):
+    ce = check(protocol, "Neg(Mul(y, Log(yhat)))")
+    assert ce.passed and ce.gain >= 0.6 and ce.reason is None
+    neg = check(protocol, "Mul(y, Log(yhat))")
+    assert not neg.passed and neg.reason == "low_gain" and neg.gain < 0.6
+    assert neg.steps == 500  # a rejection runs the full schedule
+
+
+@pytest.mark.parametrize("early_exit", [True, False])
+def test_early_exit_agrees_with_the_full_schedule(protocol, early_exit):
+    for expr in ("Neg(Mul(y, Log(yhat)))", "Square(Add(yhat, Neg(y)))", "Mul(y, yhat)", "Neg(Mul(y, yhat))"):
+        full = check(protocol, expr, early_exit=False)
+        fast = check(protocol, expr, early_exit=early_exit)
+        assert fast.passed == full.passed, expr
+        assert fast.steps <= full.steps
+
+
+def test_non_finite_loss_is_rejected_at_once(protocol):
+    result = check(protocol, "Mul(Exp(Exp(Exp(Exp(Add(one, one))))), Mul(y, yhat))")  # inf
+    assert not result.passed and result.reason == "nonfinite" and result.steps == 0
+
+
+def test_zero_gradient_is_rejected_at_step_zero(protocol):
+    result = check(protocol, "Mul(y, Add(yhat, Neg(yhat)))")
+    assert not result.passed and result.reason == "zero_grad" and result.steps == 1
+
+
+def test_equivalent_losses_share_a_fingerprint(protocol):
+    a = check(protocol, "Add(Mul(y, yhat), Mul(y, yhat))")
+    b = check(protocol, "Mul(Add(y, y), yhat)")
+    c = check(protocol, "Mul(y, yhat)")
+    assert a.fingerprint == b.fingerprint and len(a.fingerprint) == 5
+    assert a.fingerprint != c.fingerprint
+
+
+def test_fingerprint_only_mode_does_not_optimize(protocol):
+    proto, space = protocol
+    result = proto.check(0, space.parse({"cls": "Mul(y, Log(yhat))"})[0], optimize=False)
+    assert result.passed and result.steps == 1 and len(result.fingerprint) == 5
+
+
+@pytest.mark.parametrize("value, rounded", [(0.123456, 0.12), (987.6, 990.0), (0.0, 0.0),
+                                            (1.04e-7, 1.0e-7), (-2.349, -2.3)])
+def test_two_significant_digits(value, rounded):
+    assert round_significant(value) == pytest.approx(rounded, rel=1e-12)
