@@ -89,7 +89,7 @@ class SearchState:
     lines: int = 0
     batches: int = 0
     hof: tools.HallOfFame = field(default_factory=lambda: tools.HallOfFame(10, similar=same_loss))
-    logbook: List[Dict[str, Any]] = field(default_factory=list)
+    logbook: tools.Logbook = field(default_factory=tools.Logbook)
     jsonl_size: int = 0
     rng_state: Any = None
     numpy_state: Any = None
@@ -349,7 +349,7 @@ class Evolution:
                **{s: state.counts[s] for s in ("invalid", "error", "timeout")},
                "best": self._best(), **make_statistics().compile(state.population),
                **{f"seconds_{k}": round(v, 3) for k, v in sorted(state.seconds.items())}}
-        state.logbook.append(row)
+        state.logbook.record(**row)
         state.jsonl_size = self.rundir.append_evaluations(records)
         self.rundir.write_logbook(state.logbook)
         self.rundir.write_json("hall_of_fame.json", self.hall_of_fame())
@@ -362,9 +362,10 @@ class Evolution:
     def hall_of_fame(self) -> List[Dict[str, Any]]:
         out = []
         for rank, ind in enumerate(self.state.hof, 1):
-            formulas = {name: str(expr) for name, expr in self.space.formulas(ind).items()}
+            if "formula" not in ind.info:  # simplified once per hall-of-fame entry: sympy is slow
+                ind.info["formula"] = {name: str(expr) for name, expr in self.space.formulas(ind).items()}
             out.append({"rank": rank, "score": ind.fitness.values[0], "expr": ind.info["expr"],
-                        "formula": formulas, "metrics": ind.info.get("metrics", {}),
+                        "formula": ind.info["formula"], "metrics": ind.info.get("metrics", {}),
                         "index": ind.info["index"], "eval": ind.info.get("eval", ind.info.get("reused_eval"))})
         return out
 

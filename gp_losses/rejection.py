@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -73,6 +73,7 @@ class Protocol:
     operators: OperatorSet
     config: ProtocolConfig
     _base: Dict[int, torch.Tensor] = field(default_factory=dict, init=False)
+    _fixed: Dict[int, Dict[str, torch.Tensor]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.probe = self.task.probe(self.config.samples, self.config.seed)
@@ -83,6 +84,17 @@ class Protocol:
         outputs = dict(self.probe.ideal) if len(self.branches) > 1 else {}
         outputs[name] = z
         return outputs
+
+    def _fixed_inputs(self, index: int) -> Dict[str, torch.Tensor]:
+        """The branch's inputs that do not depend on the prediction (computed once per probe):
+        subtrees over them are folded into constants when a candidate is compiled."""
+        if index not in self._fixed:
+            branch = self.branches[index]
+            values = self.task.loss_inputs(branch.name, self.probe.outputs[branch.name],
+                                           self.probe.targets[branch.name])
+            self._fixed[index] = {t.name: values[t.name].detach() for t in branch.inputs
+                                  if not t.prediction and t.constant is None and t.name in values}
+        return self._fixed[index]
 
     def _metric(self, index: int, z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -108,9 +120,9 @@ class Protocol:
             reason = static_reason(tree, branch)
             if reason:
                 return ProtocolResult(False, reason)
-        output = compile_tree(tree, self.operators, branch.inputs)
         targets = self.probe.targets[branch.name]
         z = self.probe.outputs[branch.name].detach().clone().requires_grad_(True)
+        output = compile_tree(tree, self.operators, branch.inputs, self._fixed_inputs(index))
         sgd = torch.optim.SGD([z], lr=cfg.lr, momentum=cfg.momentum)
         fingerprint: Tuple[float, ...] = ()
         steps = cfg.steps if optimize else 1
@@ -118,6 +130,8 @@ class Protocol:
             loss = output(self.task.loss_inputs(branch.name, z, targets)).sum()
             if not torch.isfinite(loss):
                 return ProtocolResult(False, "nonfinite", None, fingerprint, step)
+            if not loss.requires_grad:  # nothing in it depends on the prediction
+                return ProtocolResult(False, "zero_grad", 0.0, fingerprint, step)
             sgd.zero_grad()
             loss.backward()
             grad = z.grad
@@ -141,8 +155,3 @@ class Protocol:
             return ProtocolResult(False, "nonfinite", None, fingerprint, steps)
         g = self.gain(index, z)
         return ProtocolResult(g >= cfg.eta, None if g >= cfg.eta else "low_gain", g, fingerprint, steps)
-
-
-def combined_fingerprint(parts: List[Tuple[float, ...]]) -> Tuple[Tuple[float, ...], ...]:
-    """The fingerprint of a multi-branch loss: its branches' fingerprints, in order."""
-    return tuple(tuple(p) for p in parts)

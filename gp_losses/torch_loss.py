@@ -9,7 +9,7 @@ branch losses (Eq. 4).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Sequence
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 
@@ -21,37 +21,58 @@ Inputs = Mapping[str, torch.Tensor]
 TreeFn = Callable[[Dict[str, torch.Tensor]], torch.Tensor]
 
 
-def _build(tree: LossTree, operators: OperatorSet) -> TreeFn:
-    """A closure per node, built once from the prefix list (right to left, with a stack)."""
-    stack: list = []
+def _build(tree: LossTree, operators: OperatorSet,
+           fixed: Optional[Dict[str, torch.Tensor]] = None) -> TreeFn:
+    """A closure per node, built once from the prefix list (right to left, with a stack).
+
+    With `fixed` (values of inputs that never change between calls), a subtree that uses only
+    those is computed here, once, and becomes a constant of the closure.
+    """
+    stack: list = []  # (closure, value if the subtree is fixed else None)
     for node in reversed(tree):
         if node.arity == 0:
-            stack.append(lambda env, _name=node.name: env[_name])
+            value = fixed.get(node.name) if fixed is not None else None
+            if value is not None:
+                stack.append((lambda env, _v=value: _v, value))
+            else:
+                stack.append((lambda env, _name=node.name: env[_name], None))
             continue
         fn = operators.by_name[node.name].torch_fn
         args = [stack.pop() for _ in range(node.arity)]
+        if all(v is not None for _, v in args):
+            value = fn(*(v for _, v in args))
+            stack.append((lambda env, _v=value: _v, value))
+            continue
         if node.arity == 1:
-            (a,) = args
-            stack.append(lambda env, _f=fn, _a=a: _f(_a(env)))
+            (a, _), = args
+            stack.append((lambda env, _f=fn, _a=a: _f(_a(env)), None))
         elif node.arity == 2:
-            a, b = args
-            stack.append(lambda env, _f=fn, _a=a, _b=b: _f(_a(env), _b(env)))
+            (a, _), (b, _) = args
+            stack.append((lambda env, _f=fn, _a=a, _b=b: _f(_a(env), _b(env)), None))
         else:
-            stack.append(lambda env, _f=fn, _args=tuple(args): _f(*(g(env) for g in _args)))
-    (root,) = stack
+            fns = tuple(g for g, _ in args)
+            stack.append((lambda env, _f=fn, _args=fns: _f(*(g(env) for g in _args)), None))
+    ((root, _),) = stack
     return root
 
 
-def compile_tree(tree: LossTree, operators: OperatorSet,
-                 inputs: Sequence[Terminal]) -> Callable[[Inputs], torch.Tensor]:
+def compile_tree(tree: LossTree, operators: OperatorSet, inputs: Sequence[Terminal],
+                 fixed: Optional[Inputs] = None) -> Callable[[Inputs], torch.Tensor]:
     """A function from {input name: (N, C, H, W) tensor} to the tree's element-wise output o.
 
-    Constant inputs (`one`) are filled in, shaped like the first tensor given.
+    Constant inputs (`one`) are filled in, shaped like the first tensor given. `fixed` gives
+    inputs that stay the same on every call (the targets, in the rejection protocol): the
+    subtrees that depend only on them and on constants are computed once, here.
     """
-    root = _build(tree, operators)
     needed = tree.input_names()
     constants = [(t.name, t.constant) for t in inputs if t.constant is not None and t.name in needed]
     variables = [t.name for t in inputs if t.constant is None and t.name in needed]
+    frozen = None
+    if fixed:
+        ref = next(iter(fixed.values()))
+        frozen = {name: v.detach() for name, v in fixed.items() if name in needed}
+        frozen.update((name, torch.full_like(ref, value)) for name, value in constants)
+    root = _build(tree, operators, frozen)
 
     def output(values: Inputs) -> torch.Tensor:
         missing = [name for name in variables if name not in values]

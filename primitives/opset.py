@@ -6,7 +6,6 @@ gradient), so that a bad user operator fails at start-up with its name in the me
 
 from __future__ import annotations
 
-import functools
 import keyword
 from typing import Dict, Iterable, Sequence, Tuple
 
@@ -63,6 +62,7 @@ class OperatorSet:
         if not self.primitives:
             raise OperatorError("an operator set needs at least one operator")
         self.by_name: Dict[str, Primitive] = {}
+        self._psets: Dict[Tuple[str, ...], gp.PrimitiveSet] = {}
         for prim in self.primitives:
             if check:
                 check_primitive(prim)
@@ -75,11 +75,13 @@ class OperatorSet:
         return tuple(p.name for p in self.primitives)
 
     def pset(self, inputs: Sequence[Terminal]) -> gp.PrimitiveSet:
-        """The DEAP primitive set of a branch with these inputs (cached)."""
-        return self._pset(tuple(inputs))
+        """The DEAP primitive set of a branch with these inputs (built once per input names)."""
+        key = tuple(t.name for t in inputs)
+        if key not in self._psets:
+            self._psets[key] = self._build_pset(tuple(inputs))
+        return self._psets[key]
 
-    @functools.lru_cache(maxsize=None)
-    def _pset(self, inputs: Tuple[Terminal, ...]) -> gp.PrimitiveSet:
+    def _build_pset(self, inputs: Tuple[Terminal, ...]) -> gp.PrimitiveSet:
         clash = [t.name for t in inputs if t.name in self.by_name]
         if clash:
             raise OperatorError(f"input name {clash[0]!r} is also an operator name")

@@ -10,9 +10,8 @@ Tasks are deterministic: the same seed gives the same probe and the same proxy r
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple
 
 import torch
 
@@ -106,7 +105,3 @@ class Task:
     # --- helpers ------------------------------------------------------------------------
     def branch_names(self) -> Tuple[str, ...]:
         return tuple(b.name for b in self.branches)
-
-    @classmethod
-    def option_fields(cls) -> Sequence[dataclasses.Field]:
-        return dataclasses.fields(cls.Options)

@@ -84,7 +84,7 @@ class DigitsTask(Task):
         sgd = torch.optim.SGD(net.parameters(), lr=opt.lr, momentum=opt.momentum)
         gen = torch.Generator().manual_seed(seed)
         n = len(self.y_train)
-        for it in range(opt.iterations):
+        for _ in range(opt.iterations):
             index = torch.randint(0, n, (opt.batch_size,), generator=gen).to(self.device)
             logits = net(self.x_train[index])[:, :, None, None]
             value = loss({"cls": self.loss_inputs("cls", logits, self.y_train[index])})

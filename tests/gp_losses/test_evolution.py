@@ -102,3 +102,22 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert (json.loads((killed / "hall_of_fame.json").read_text())
             == json.loads((reference / "hall_of_fame.json").read_text()))
     assert json.loads((killed / "status.json").read_text())["state"] == "finished"
+
+
+def test_resume_extends_a_finished_run(tmp_path):
+    out = tmp_path / "run"
+    run_search("cls", out=str(out), seed=2, overrides=FAST + ["search.evaluations=6"])
+    summary = run_search(None, resume=str(out), evaluations=9)
+    assert summary["evaluations"] == 9
+    evaluated = sorted(r["eval"] for r in _lines(out) if "eval" in r)
+    assert evaluated == list(range(9))
+    assert "evaluations: 9" in (out / "config.yaml").read_text()
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path):
+    from gp_losses.errors import InputError
+
+    with pytest.raises(InputError, match="no such directory"):
+        run_search(None, resume=str(tmp_path / "missing"))
+    with pytest.raises(InputError, match="only --evaluations"):
+        run_search(None, resume=str(tmp_path), seed=3)

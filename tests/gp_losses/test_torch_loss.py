@@ -83,3 +83,17 @@ def test_missing_input_and_bad_shape_are_clear(space):
         loss.outputs[0]({"yhat": torch.rand(1, 2, 3, 3)})
     with pytest.raises(InputError, match=r"\(N, C, H, W\)"):
         reduce_output(torch.rand(3, 3))
+
+
+def test_fixed_inputs_fold_target_subtrees_without_changing_the_value(space):
+    from gp_losses.torch_loss import compile_tree
+
+    gen = torch.Generator().manual_seed(0)
+    yhat, y = torch.rand(2, 3, 4, 4, generator=gen), torch.rand(2, 3, 4, 4, generator=gen)
+    inputs = space.branches[0].inputs
+    for expr in ["Mul(Exp(MaxPool(Add(y, one))), Log(yhat))", "Add(Square(y), Tanh(one))",
+                 "Neg(Mul(y, Log(yhat)))", "Mul(MeanNHW(y), Mul(yhat, Inv(Add(y, one))))"]:
+        (tree,) = space.parse(expr)
+        plain = compile_tree(tree, space.operators, inputs)({"yhat": yhat, "y": y})
+        folded = compile_tree(tree, space.operators, inputs, fixed={"y": y})({"yhat": yhat, "y": y})
+        assert torch.equal(plain, folded), expr

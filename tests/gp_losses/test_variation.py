@@ -61,7 +61,7 @@ def test_mutated_trees_are_valid(seed, generations, limit, box):
 def _single_deletions(tree: LossTree) -> set:
     """Every tree obtained by removing one operator node and keeping one of its children."""
     out = set()
-    for k, node in enumerate(tree):
+    for k in range(len(tree)):
         end = tree.searchSubtree(k).stop
         for child in tree.children(k):
             out.add(str(LossTree(tree[:k] + tree[child] + tree[end:])))
