@@ -42,7 +42,10 @@ POLICIES = {
     "paper_early": dict(lr=1e-3, steps=500, early_exit=True, check_every=25),
     "fast_full": dict(lr=5e-3, steps=100, early_exit=False),
     "fast_early": dict(lr=5e-3, steps=100, early_exit=True, check_every=25),
+    "fast50_early": dict(lr=1e-2, steps=50, early_exit=True, check_every=25),
 }
+STATIC_SAMPLE = 25
+"""Statically rejected candidates per reason that are also run through the full protocol."""
 
 _PROTOCOL: Protocol = None
 _SPACE: SearchSpace = None
@@ -66,18 +69,22 @@ def _init(task_name: str, policy: Dict) -> None:
     _PROTOCOL = Protocol(task, _SPACE.branches, _SPACE.operators, ProtocolConfig(**policy))
 
 
-def _check(expr: str) -> Tuple[bool, str, int]:
-    result = _PROTOCOL.check(0, parse_tree(expr, _SPACE.psets[0]))
+def _check(expr: str, static: bool = True) -> Tuple[bool, str, int]:
+    result = _PROTOCOL.check(0, parse_tree(expr, _SPACE.psets[0]), static=static)
     return result.passed, result.reason or "", result.steps
 
 
-def run(task_name: str, policy: Dict, exprs: List[str], processes: int):
+def _check_no_static(expr: str) -> Tuple[bool, str, int]:
+    return _check(expr, static=False)
+
+
+def run(task_name: str, policy: Dict, exprs: List[str], processes: int, fn=_check):
     """(decisions, seconds) for `exprs` on `processes` worker processes (start-up excluded)."""
     ctx = mp.get_context("fork")
     with ctx.Pool(processes, initializer=_init, initargs=(task_name, policy)) as pool:
         pool.map(_check, exprs[:processes])  # warm-up: probes built, torch loaded
         start = time.perf_counter()
-        results = pool.map(_check, exprs, chunksize=1)
+        results = pool.map(fn, exprs, chunksize=1)
         return results, time.perf_counter() - start
 
 
@@ -126,6 +133,28 @@ def bench_task(task_name: str, n_random: int, n_mutants: int, subset: int) -> Di
         entry["rejected_by_reason"] = reasons
         out["policies"][name] = entry
         print(json.dumps({"task": task_name, name: entry}), file=sys.stderr, flush=True)
+        if name == "paper_full":
+            out["static_checks"] = static_agreement(task_name, everything, decisions)
+            print(json.dumps({"task": task_name, "static_checks": out["static_checks"]}),
+                  file=sys.stderr, flush=True)
+    return out
+
+
+def static_agreement(task_name: str, exprs: List[str], decisions) -> Dict:
+    """Run a sample of the statically rejected candidates through the full protocol anyway:
+    a static rejection that the protocol would have passed is a false reject."""
+    sample: Dict[str, List[str]] = {}
+    for expr, (_, reason, _) in zip(exprs, decisions):
+        if reason in ("no_prediction", "no_target", "no_interaction"):
+            if len(sample.setdefault(reason, [])) < STATIC_SAMPLE:
+                sample[reason].append(expr)
+    flat = [e for v in sample.values() for e in v]
+    results, _ = run(task_name, POLICIES["paper_full"], flat, 2, _check_no_static)
+    out, k = {}, 0
+    for reason, items in sample.items():
+        passed = sum(r[0] for r in results[k:k + len(items)])
+        out[reason] = {"checked": len(items), "passed_full_protocol": passed}
+        k += len(items)
     return out
 
 

@@ -2,12 +2,14 @@
 
 For one branch tree, in order, stopping at the first decision:
 1. static: a loss that uses no input depending on the prediction has a zero gradient; one
-   that uses no input depending on the target cannot track it. Rejected without running.
+   that uses no input depending on the target, or that is a sum of terms none of which uses
+   both, has a gradient that ignores the target. Rejected without running.
 2. the protocol: the B probe outputs of the branch are optimized directly with the candidate
    (SGD with momentum, summed loss, Appendix A); the other branches sit at their targets.
    g = mean over samples of metric(after) - metric(before); reject if g < eta.
-   Exact early decisions: a non-finite loss, gradient or output rejects at once; an all-zero
-   gradient at step 0 rejects (nothing can move). With `early_exit`, a check every
+   Exact early decisions: a non-finite loss rejects at once (a non-finite gradient makes the
+   next loss or the outputs non-finite; the outputs are checked at every gain check and at
+   the end); an all-zero gradient at step 0 rejects (nothing can move). With `early_exit`, a check every
    `check_every` steps accepts as soon as g >= eta (measured against the full schedule in
    bench/rejection.py).
 3. the fingerprint (section 3.2): the B gradient norms at the probe outputs, each rounded to
@@ -28,18 +30,50 @@ from gp_losses.torch_loss import compile_tree
 from gp_losses.trees import Branch, LossTree
 from primitives import OperatorSet
 
-REASONS = ("no_prediction", "no_target", "nonfinite", "zero_grad", "low_gain", "timeout", "error")
+REASONS = ("no_prediction", "no_target", "no_interaction", "nonfinite", "zero_grad", "low_gain",
+           "timeout", "error")
 """Why a candidate is rejected; `logbook.csv` counts each."""
 
 
+LINEAR = frozenset({"Add", "Neg", "MeanNHW", "MeanC"})
+"""Table 1 operators that are linear: a loss built from them splits into a sum of terms."""
+
+
+def _terms(tree: LossTree, index: int, variables: frozenset) -> list:
+    """Input-name sets of the terms whose sum the subtree at `index` is, splitting it through
+    linear operators and through Mul by a constant subtree."""
+    node = tree[index]
+    if node.name in LINEAR:
+        return [t for child in tree.children(index) for t in _terms(tree, child.start, variables)]
+    if node.name == "Mul":
+        left, right = tree.children(index)
+        used = [frozenset(n.name for n in tree[s] if n.arity == 0) & variables for s in (left, right)]
+        if not used[0]:
+            return _terms(tree, right.start, variables)
+        if not used[1]:
+            return _terms(tree, left.start, variables)
+    return [frozenset(n.name for n in tree[tree.searchSubtree(index)] if n.arity == 0) & variables]
+
+
 def static_reason(tree: LossTree, branch: Branch) -> Optional[str]:
-    """'no_prediction' / 'no_target' when the tree cannot depend on them, else None."""
+    """Why the tree cannot work, decided without running it; None if it may.
+
+    'no_prediction' / 'no_target': no input depends on the prediction (zero gradient) or on
+    the target. 'no_interaction': the loss is a sum of terms, none of which uses both, so its
+    gradient with respect to the prediction ignores the target (e.g. Add(Log(yhat), y)).
+    """
     used = [t for t in branch.inputs if t.name in tree.input_names()]
     if not any(t.prediction for t in used):
         return "no_prediction"
     if not any(t.target for t in used):
         return "no_target"
-    return None
+    by_name = {t.name: t for t in branch.inputs}
+    variables = frozenset(t.name for t in branch.inputs if t.constant is None)
+    for term in _terms(tree, 0, variables):
+        kinds = [by_name[name] for name in term]
+        if any(t.prediction for t in kinds) and any(t.target for t in kinds):
+            return None
+    return "no_interaction"
 
 
 def round_significant(value: float, digits: int = 2) -> float:
@@ -106,17 +140,19 @@ class Protocol:
             self._base[index] = self._metric(index, self.probe.outputs[self.branches[index].name])
         return float((self._metric(index, z) - self._base[index]).double().mean())
 
-    def check(self, index: int, tree: LossTree, optimize: bool = True) -> ProtocolResult:
+    def check(self, index: int, tree: LossTree, optimize: bool = True,
+              static: bool = True) -> ProtocolResult:
         """Run the protocol for branch `index`; with `optimize=False` only the fingerprint
-        (one gradient) is computed and the candidate passes unless that gradient is bad."""
+        (one gradient) is computed and the candidate passes unless that gradient is bad;
+        `static=False` skips the static checks (to measure them against the protocol)."""
         start = time.perf_counter()
-        result = self._check(index, tree, optimize)
+        result = self._check(index, tree, optimize, static)
         result.seconds = time.perf_counter() - start
         return result
 
-    def _check(self, index: int, tree: LossTree, optimize: bool) -> ProtocolResult:
+    def _check(self, index: int, tree: LossTree, optimize: bool, static: bool) -> ProtocolResult:
         cfg, branch = self.config, self.branches[index]
-        if optimize:
+        if optimize and static:
             reason = static_reason(tree, branch)
             if reason:
                 return ProtocolResult(False, reason)
@@ -135,9 +171,9 @@ class Protocol:
             sgd.zero_grad()
             loss.backward()
             grad = z.grad
-            if not torch.isfinite(grad).all():
-                return ProtocolResult(False, "nonfinite", None, fingerprint, step)
             if step == 0:
+                if not torch.isfinite(grad).all():
+                    return ProtocolResult(False, "nonfinite", None, fingerprint, step)
                 norms = grad.flatten(1).norm(dim=1).tolist()
                 fingerprint = tuple(round_significant(v) for v in norms)
                 if not grad.any():

@@ -34,6 +34,24 @@ def test_constant_and_one_sided_losses_are_rejected_without_optimization(protoco
     assert result.steps == 0 and result.fingerprint == ()
 
 
+@pytest.mark.parametrize("expr, reason", [
+    ("Add(Log(yhat), y)", "no_interaction"),
+    ("MeanC(Add(Neg(yhat), Square(y)))", "no_interaction"),
+    ("Mul(Add(one, one), Add(yhat, y))", "no_interaction"),
+    ("Add(Log(yhat), Mul(y, yhat))", None),
+    ("MaxPool(Add(yhat, y))", None),
+    ("Mul(Add(y, one), yhat)", None),
+    ("Neg(Mul(y, Log(yhat)))", None),
+])
+def test_sums_of_terms_that_never_combine_prediction_and_target(protocol, expr, reason):
+    _, space = protocol
+    assert static_reason(space.parse({"cls": expr})[0], space.branches[0]) == reason
+    if reason:  # and the full protocol, run anyway, agrees: such a loss does not pass
+        proto, _ = protocol
+        full = Protocol(proto.task, proto.branches, proto.operators, ProtocolConfig(early_exit=False))
+        assert not full.check(0, space.parse({"cls": expr})[0], static=False).passed
+
+
 def test_static_reason_for_box_inputs():
     space = SearchSpace((Branch("reg", BOX_INPUTS),))
     assert static_reason(space.parse("Log(Mul(i, Inv(u)))")[0], space.branches[0]) is None

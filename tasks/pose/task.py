@@ -1,0 +1,201 @@
+"""`pose`: top-down heatmap pose estimation (Simple Baselines; paper sections 4.4, A.4).
+
+A person crop goes in, 17 heatmaps come out (COCO keypoint order). One loss branch,
+`heatmap`, with inputs `yhat` (predicted heatmaps, unbounded) and `y` (Gaussian targets),
+both masked by the joint weights so that the loss applies only to labelled joints. Metric:
+COCO keypoint AP by pycocotools' COCOeval (`ap`; also `ap50`, `ap75`, `ar`). The rejection
+protocol scores each probe crop by its OKS with the ground truth (in [0, 1]).
+
+Data: built-in synthetic people (generated once into a cache directory, then read as COCO),
+or `data_root` pointing at a COCO-layout directory (ground-truth person boxes are used).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Mapping
+
+import numpy as np
+import torch
+
+from gp_losses.trees import Branch
+from primitives import ONE, Y, YHAT_REAL
+from tasks.base import LossFn, Probe, Task, TrainResult
+from tasks.pose import data as pose_data
+from tasks.pose import metric as pose_metric
+from tasks.pose.model import build_model
+
+
+def default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gp_losses"
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock, so that workers starting together generate the data once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class PoseTask(Task):
+    name = "pose"
+    branches = (Branch("heatmap", (YHAT_REAL, Y, ONE)),)
+    metrics = ("ap", "ap50", "ap75", "ar")
+    baselines = {"mse": {"heatmap": "Square(Add(yhat, Neg(y)))"}}
+
+    @dataclass(frozen=True)
+    class Options:
+        data_root: str = ""            # COCO-layout directory; "" = built-in synthetic people
+        train_split: str = "train"
+        val_split: str = "val"
+        cache_dir: str = ""            # where synthetic data is written ("" = ~/.cache/gp_losses)
+        synthetic_train: int = 1500
+        synthetic_val: int = 300
+        synthetic_seed: int = 0
+        synthetic_size: int = 128
+        train_limit: int = 0           # use only the first N training persons (0 = all)
+        val_limit: int = 0
+        model: str = "small"           # small | resnet50
+        weights_file: str = ""         # local ResNet-50 weights for model=resnet50
+        input_height: int = 64
+        input_width: int = 48
+        iterations: int = 300          # proxy training length, unless epochs > 0
+        epochs: float = 0.0
+        batch_size: int = 32
+        lr: float = 1e-3               # Adam
+        warmup: int = 50               # linear warm-up iterations, then cosine annealing
+        eval_batch: int = 128
+
+    # --- data ----------------------------------------------------------------------------
+    def _root(self) -> Path:
+        opt = self.options
+        if opt.data_root:
+            return Path(opt.data_root)
+        from tasks.pose.synthetic import ensure_dataset
+
+        cache = Path(opt.cache_dir) if opt.cache_dir else default_cache()
+        root = cache / (f"pose-synthetic-v1-{opt.synthetic_train}-{opt.synthetic_val}-"
+                        f"{opt.synthetic_seed}-{opt.synthetic_size}")
+        with _locked(cache / f".{root.name}.lock"):
+            ensure_dataset(root, opt.synthetic_train, opt.synthetic_val, opt.synthetic_seed,
+                           opt.synthetic_size)
+        return root
+
+    def setup(self) -> None:
+        opt = self.options
+        self.input_hw = (opt.input_height, opt.input_width)
+        self.stride = {"small": 2, "resnet50": 4}.get(opt.model, 2)
+        self.heatmap_hw = (opt.input_height // self.stride, opt.input_width // self.stride)
+        root = self._root()
+        self.train_set = pose_data.load_split(root, opt.train_split, self.input_hw, self.heatmap_hw,
+                                              opt.train_limit or None)
+        self.val_set = pose_data.load_split(root, opt.val_split, self.input_hw, self.heatmap_hw,
+                                            opt.val_limit or None)
+
+    def _network(self, seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return build_model(self.options.model, self.options.weights_file or None).to(self.device)
+
+    def _predict(self, net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        net.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(images), self.options.eval_batch):
+                out.append(net(images[start:start + self.options.eval_batch].to(self.device)).cpu())
+        return torch.cat(out)
+
+    # --- the contract --------------------------------------------------------------------
+    def probe(self, n: int, seed: int) -> Probe:
+        self.ensure_setup()
+        ts = self.train_set
+        gen = torch.Generator().manual_seed(seed)
+        index = torch.randperm(len(ts.images), generator=gen)[:n]
+        outputs = self._predict(self._network(seed), ts.images[index])
+        centers, sizes = ts.centers[index.numpy()], ts.scales[index.numpy()]
+        joints = pose_data_image_joints(ts, index.numpy())
+        targets = {"heatmaps": ts.heatmaps[index], "weights": ts.weights[index],
+                   "joints": joints, "visible": ts.weights[index].numpy(), "centers": centers,
+                   "sizes": sizes, "areas": ts.areas[index.numpy()]}
+        return Probe(outputs={"heatmap": outputs}, targets={"heatmap": targets},
+                     ideal={"heatmap": ts.heatmaps[index].clone()})
+
+    def loss_inputs(self, branch: str, outputs: torch.Tensor, targets: Any) -> Dict[str, torch.Tensor]:
+        weights = targets["weights"].to(outputs.device)[:, :, None, None]
+        return {"yhat": outputs * weights, "y": targets["heatmaps"].to(outputs.device) * weights}
+
+    def probe_metric(self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, Any]) -> torch.Tensor:
+        t = targets["heatmap"]
+        coords, _ = pose_metric.decode(outputs["heatmap"].cpu(), self.stride)
+        pred = pose_metric.to_image(coords.numpy(), t["centers"], t["sizes"], self.input_hw)
+        values = pose_metric.oks_per_sample(pred, t["joints"], t["visible"], t["areas"])
+        return torch.tensor(values, dtype=torch.float32)
+
+    def iterations(self) -> int:
+        opt = self.options
+        if opt.epochs > 0:
+            return max(1, math.ceil(opt.epochs * len(self.train_set.images) / opt.batch_size))
+        return opt.iterations
+
+    def train(self, loss: LossFn, seed: int) -> TrainResult:
+        self.ensure_setup()
+        opt, ts = self.options, self.train_set
+        net = self._network(seed)
+        adam = torch.optim.Adam(net.parameters(), lr=opt.lr)
+        total = self.iterations()
+        schedule = torch.optim.lr_scheduler.LambdaLR(adam, lambda it: warmup_cosine(it, total, opt.warmup))
+        gen = torch.Generator().manual_seed(seed)
+        net.train()
+        for _ in range(total):
+            index = torch.randint(0, len(ts.images), (min(opt.batch_size, len(ts.images)),), generator=gen)
+            heatmaps = net(ts.images[index].to(self.device))
+            targets = {"heatmaps": ts.heatmaps[index], "weights": ts.weights[index]}
+            value = loss({"heatmap": self.loss_inputs("heatmap", heatmaps, targets)})
+            adam.zero_grad()
+            value.backward()
+            adam.step()
+            schedule.step()
+        metrics = self.evaluate(net)
+        return TrainResult(score=metrics[self.metric], metrics=metrics, iterations=total)
+
+    def evaluate(self, net: torch.nn.Module) -> Dict[str, float]:
+        """COCO keypoint AP of `net` on the validation crops (pycocotools)."""
+        vs = self.val_set
+        heatmaps = self._predict(net, vs.images)
+        if not torch.isfinite(heatmaps).all():
+            return {"ap": 0.0, "ap50": 0.0, "ap75": 0.0, "ar": 0.0}
+        coords, maxvals = pose_metric.decode(heatmaps, self.stride)
+        keypoints = pose_metric.to_image(coords.numpy(), vs.centers, vs.scales, self.input_hw)
+        results = pose_metric.coco_results(vs.image_ids, keypoints, maxvals.numpy())
+        return pose_metric.coco_keypoint_ap(restrict(vs.coco, vs.image_ids), results)
+
+
+def warmup_cosine(iteration: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up over `warmup` iterations, then cosine to 0."""
+    if iteration < warmup:
+        return (iteration + 1) / warmup
+    progress = (iteration - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def restrict(coco: Dict, image_ids) -> Dict:
+    """The ground truth of the evaluated images only (a `val_limit` may cut a split)."""
+    keep = set(int(i) for i in image_ids)
+    return {**coco, "images": [im for im in coco["images"] if im["id"] in keep],
+            "annotations": [a for a in coco["annotations"] if a["image_id"] in keep]}
+
+
+def pose_data_image_joints(ts: pose_data.PoseSet, index: np.ndarray) -> np.ndarray:
+    """Ground-truth joints of the selected crops, in image pixels."""
+    return pose_metric.to_image(ts.joints[index].numpy(), ts.centers[index], ts.scales[index],
+                                (ts.images.shape[2], ts.images.shape[3]))
