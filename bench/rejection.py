@@ -101,7 +101,7 @@ def candidates(task_name: str, n_random: int, n_mutants: int, seed: int = 0) -> 
     return {"random": rand, "mutants": mutants}
 
 
-def bench_task(task_name: str, n_random: int, n_mutants: int, subset: int) -> Dict:
+def bench_task(task_name: str, n_random: int, n_mutants: int, subset: int, policies: Dict) -> Dict:
     sets = candidates(task_name, n_random, n_mutants)
     everything = sets["random"] + sets["mutants"]
     kinds = ["random"] * len(sets["random"]) + ["mutants"] * len(sets["mutants"])
@@ -109,7 +109,7 @@ def bench_task(task_name: str, n_random: int, n_mutants: int, subset: int) -> Di
     sub = sorted(rng.sample(range(len(everything)), min(subset, len(everything))))
     out: Dict = {"candidates": {k: len(v) for k, v in sets.items()}, "policies": {}}
     reference = None
-    for name, policy in POLICIES.items():
+    for name, policy in policies.items():
         decisions, seconds2 = run(task_name, policy, everything, 2)
         _, seconds1 = run(task_name, policy, [everything[i] for i in sub], 1)
         passed = [d[0] for d in decisions]
@@ -164,12 +164,16 @@ def main() -> None:
     parser.add_argument("--mutants", type=int, default=200)
     parser.add_argument("--subset", type=int, default=200, help="candidates timed on 1 process")
     parser.add_argument("--only", choices=["cls", "seg"])
+    parser.add_argument("--policies", nargs="+", choices=list(POLICIES),
+                        help="measure only these (the first is the agreement reference)")
     args = parser.parse_args()
     report = {"benchmark": "rejection", "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "torch": torch.__version__, "results": {}}
+    policies = {name: POLICIES[name] for name in (args.policies or POLICIES)}
     for task_name in ("cls", "seg"):
         if args.only in (None, task_name):
-            report["results"][task_name] = bench_task(task_name, args.random, args.mutants, args.subset)
+            report["results"][task_name] = bench_task(task_name, args.random, args.mutants, args.subset,
+                                                      policies)
     print(json.dumps(report, indent=2))
 
 

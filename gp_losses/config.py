@@ -53,6 +53,8 @@ class SearchConfig:
     equivalence: bool = True
     stop_invalid: bool = True
     chunk: int = field(default=16, metadata=_range(1, help="candidates per slot per rejection round"))
+    compare_baselines: bool = True
+    """After the search, train the task's baselines with the best loss's seed, for comparison."""
     max_attempts: int = field(default=200_000, metadata=_range(1, help="raw candidates per slot before giving up"))
 
 

@@ -70,6 +70,7 @@ def build_context(config: RunConfig) -> Context:
                           + did_you_mean(metric, task_cls.metrics)
                           + f"; metrics: {', '.join(task_cls.metrics)}")
     options = cfg.build(task_cls.Options, config.task.options, "task.options")
+    task_cls.check_options(options)
     search = config.search
     if search.depth > search.height_limit:
         raise ConfigError(f"search.depth: {search.depth} is over search.height_limit {search.height_limit}")

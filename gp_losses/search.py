@@ -16,8 +16,8 @@ from typing import Any, Dict, Optional, Sequence
 from gp_losses import config as cfg
 from gp_losses.context import build_context, load_run_config
 from gp_losses.errors import InputError
-from gp_losses.evolution import Evolution, SearchState
-from gp_losses.parallel import scoop_running, worker_count
+from gp_losses.evolution import Evolution, SearchState, evaluation_seed
+from gp_losses.parallel import parallel_map, scoop_running, train_job, worker_count
 from gp_losses.rundir import RunDir
 
 log = logging.getLogger("gp_losses")
@@ -77,10 +77,39 @@ def run_search(task: Optional[str], config_path: Optional[str] = None, out: Opti
         rundir.write_status("failed", reason=reason, evaluations=evolution.state.evaluations)
         raise
     hall = evolution.hall_of_fame()
+    baselines = {}
+    if context.config.search.compare_baselines and hall:
+        baselines = compare_baselines(evolution, context, hall[0]["eval"])
+        rundir.write_json("baselines.json", baselines)
     summary = {"run_dir": str(rundir.path), "status": "finished", "task": context.task_cls.name,
                "metric": context.metric, "evaluations": final.evaluations, "explored": final.explored,
                "reused": final.counts["reused"], "best": hall[0] if hall else None,
-               "hall_of_fame": hall[:5]}
+               "hall_of_fame": hall[:5], "baselines": baselines}
     rundir.write_status("finished", evaluations=final.evaluations, explored=final.explored,
                         best=hall[0]["score"] if hall else None)
+    report(summary)
     return summary
+
+
+def compare_baselines(evolution: Evolution, context, best_eval: int) -> Dict[str, Any]:
+    """Each baseline of the task trained with the seed of the best loss's evaluation."""
+    seed = evaluation_seed(context.config.seed, best_eval)
+    names = list(context.task_cls.baselines)
+    jobs = [(evolution.spec, context.task_cls.baselines[name], seed) for name in names]
+    results = parallel_map(train_job, jobs)
+    return {name: {"score": r["score"], "status": r["status"], "metrics": r["metrics"], "seed": seed,
+                   "expr": context.task_cls.baselines[name]} for name, r in zip(names, results)}
+
+
+def report(summary: Dict[str, Any]) -> None:
+    """The end of a search, for a person: hall of fame and baselines on stderr."""
+    metric = summary["metric"]
+    lines = [f"search finished: {summary['evaluations']} evaluations, {summary['explored']} losses "
+             f"explored, {summary['reused']} reused; results in {summary['run_dir']}",
+             f"{'rank':>4}  {metric:>8}  formula"]
+    for entry in summary["hall_of_fame"]:
+        formula = "; ".join(f"{b}: {f}" for b, f in entry["formula"].items())
+        lines.append(f"{entry['rank']:>4}  {entry['score']:8.4f}  {formula}")
+    for name, base in summary["baselines"].items():
+        lines.append(f"base  {base['score']:8.4f}  {name}: {base['expr']} (same proxy, seed {base['seed']})")
+    log.info("\n".join(lines))

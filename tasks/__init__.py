@@ -9,8 +9,10 @@ from __future__ import annotations
 from gp_losses.registry import Registry
 from tasks.base import Probe, Task, TrainResult
 from tasks.cls import DigitsTask
+from tasks.pose import PoseTask
 
 TASKS: Registry = Registry("task")
 TASKS.register("cls", DigitsTask)
+TASKS.register("pose", PoseTask)
 
-__all__ = ["TASKS", "Task", "Probe", "TrainResult", "DigitsTask"]
+__all__ = ["TASKS", "Task", "Probe", "TrainResult", "DigitsTask", "PoseTask"]

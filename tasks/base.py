@@ -73,6 +73,11 @@ class Task:
         self.device = torch.device(device)
         self._ready = False
 
+    @classmethod
+    def check_options(cls, options: Any) -> None:
+        """Raise gp_losses.config.ConfigError for option values the types cannot rule out
+        (called when a run is configured, before any work starts). Optional."""
+
     def ensure_setup(self) -> None:
         if not self._ready:
             self.setup()

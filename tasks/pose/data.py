@@ -67,24 +67,37 @@ def box_to_crop(box: List[float], aspect: float, enlarge: float = 1.25) -> Tuple
     return center, np.array([w, h], dtype=np.float32) * enlarge
 
 
+# Coordinates: keypoints are pixel indices (pixel k has its centre at k, as in COCO); a crop
+# maps the continuous region [centre - size/2, centre + size/2) onto the output pixels.
+def image_to_crop(points: np.ndarray, center: np.ndarray, size: np.ndarray, out_hw) -> np.ndarray:
+    scale = np.array([out_hw[1], out_hw[0]], dtype=np.float32) / size
+    return (points + 0.5 - (center - size / 2)) * scale - 0.5
+
+
+def crop_to_image(points: np.ndarray, center: np.ndarray, size: np.ndarray, out_hw) -> np.ndarray:
+    scale = size / np.array([out_hw[1], out_hw[0]], dtype=np.float32)
+    return (points + 0.5) * scale + (center - size / 2) - 0.5
+
+
 def crop(image: Image.Image, center: np.ndarray, size: np.ndarray, out_hw: Tuple[int, int]) -> np.ndarray:
     """The region `size` around `center`, resized to out_hw (bilinear), as float RGB in [0, 1]."""
     out_h, out_w = out_hw
     x0, y0 = center - size / 2
-    # PIL's affine maps output pixel (u, v) to input (a u + b v + c, d u + e v + f)
+    # PIL samples output pixel (u, v) at continuous input (a (u + 1/2) + c, e (v + 1/2) + f)
     a, e = size[0] / out_w, size[1] / out_h
-    data = (a, 0, x0 + a / 2 - 0.5, 0, e, y0 + e / 2 - 0.5)
+    data = (a, 0, x0, 0, e, y0)
     warped = image.transform((out_w, out_h), Image.AFFINE, data, resample=Image.BILINEAR)
     return np.asarray(warped, dtype=np.float32) / 255.0
 
 
 def gaussian_heatmaps(joints: np.ndarray, weights: np.ndarray, hw: Tuple[int, int], stride: float,
                       sigma: float = 2.0) -> np.ndarray:
-    """(K, h, w) Gaussians at joints / stride; all-zero maps for unlabelled joints."""
+    """(K, h, w) Gaussians at the joints (input pixels) in heatmap pixels; all-zero maps for
+    unlabelled joints."""
     h, w = hw
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     maps = np.zeros((len(joints), h, w), dtype=np.float32)
-    for k, ((x, y), wk) in enumerate(zip(joints / stride, weights)):
+    for k, ((x, y), wk) in enumerate(zip((joints + 0.5) / stride - 0.5, weights)):
         if wk > 0:
             maps[k] = np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma ** 2))
     return maps
@@ -111,7 +124,7 @@ def load_split(root: Path, split: str, input_hw: Tuple[int, int], heatmap_hw: Tu
         center, size = box_to_crop(ann["bbox"], input_hw[1] / input_hw[0])
         pixels = crop(cache[ann["image_id"]], center, size, input_hw)
         kp = np.asarray(ann["keypoints"], dtype=np.float32).reshape(K, 3)
-        in_crop = (kp[:, :2] - (center - size / 2)) * np.array([input_hw[1], input_hw[0]]) / size
+        in_crop = image_to_crop(kp[:, :2], center, size, input_hw)
         w = (kp[:, 2] > 0).astype(np.float32)
         images.append(((pixels - MEAN) / STD).transpose(2, 0, 1))
         heatmaps.append(gaussian_heatmaps(in_crop, w, heatmap_hw, stride))

@@ -13,6 +13,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
+from tasks.pose.data import crop_to_image
 from tasks.pose.keypoints import K, oks
 
 
@@ -35,14 +36,13 @@ def decode(heatmaps: torch.Tensor, stride: float) -> tuple:
     inside_y = (yi > 0) & (yi < h - 1)
     dx = torch.sign(at(yi, xi + 1) - at(yi, xi - 1)) * inside_x
     dy = torch.sign(at(yi + 1, xi) - at(yi - 1, xi)) * inside_y
-    coords = torch.stack([x + 0.25 * dx, y + 0.25 * dy], dim=2) * stride
+    coords = (torch.stack([x + 0.25 * dx, y + 0.25 * dy], dim=2) + 0.5) * stride - 0.5
     return coords, maxval
 
 
 def to_image(coords: np.ndarray, centers: np.ndarray, sizes: np.ndarray, input_hw) -> np.ndarray:
     """Crop pixels -> image pixels, for (N, K, 2) coords and per-crop centre and (w, h)."""
-    scale = sizes / np.array([input_hw[1], input_hw[0]], dtype=np.float32)
-    return coords * scale[:, None, :] + (centers - sizes / 2)[:, None, :]
+    return crop_to_image(coords, centers[:, None, :], sizes[:, None, :], input_hw)
 
 
 def coco_results(image_ids: Sequence[int], keypoints: np.ndarray, maxvals: np.ndarray) -> List[Dict]:

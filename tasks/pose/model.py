@@ -21,16 +21,21 @@ def _deconv(cin: int, cout: int) -> nn.Sequential:
 
 
 class SmallPoseNet(nn.Module):
-    """Input stride 8 encoder and two deconvolutions: heatmaps at stride 2 (64x48 -> 32x24)."""
+    """A stride-8 encoder and deconvolutions up to `stride` (4: 64x48 -> 16x12 heatmaps)."""
 
-    stride = 2
-
-    def __init__(self, keypoints: int = 17, width: int = 32) -> None:
+    def __init__(self, keypoints: int = 17, width: int = 32, stride: int = 4) -> None:
         super().__init__()
-        self.body = nn.Sequential(_conv(3, width // 2, 2), _conv(width // 2, width), _conv(width, width, 2),
-                                  _conv(width, 2 * width, 2), _conv(2 * width, 2 * width),
-                                  _deconv(2 * width, width), _deconv(width, width))
-        self.head = nn.Conv2d(width, keypoints, 1)
+        if stride not in (2, 4, 8):
+            raise InputError(f"task.options.stride: expected 2, 4 or 8, got {stride}")
+        self.stride = stride
+        layers = [_conv(3, width // 2, 2), _conv(width // 2, width), _conv(width, width, 2),
+                  _conv(width, 2 * width, 2), _conv(2 * width, 2 * width)]
+        channels = 2 * width
+        for _ in range({8: 0, 4: 1, 2: 2}[stride]):
+            layers.append(_deconv(channels, width))
+            channels = width
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(channels, keypoints, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
@@ -61,9 +66,10 @@ class SimpleBaseline(nn.Module):
         return self.head(self.body(x))
 
 
-def build_model(name: str, weights_file: Optional[str] = None) -> nn.Module:
+def build_model(name: str, weights_file: Optional[str] = None, stride: int = 4,
+                width: int = 32) -> nn.Module:
     if name == "small":
-        return SmallPoseNet()
+        return SmallPoseNet(width=width, stride=stride)
     if name == "resnet50":
         return SimpleBaseline(weights_file=weights_file)
     raise InputError(f"task.options.model: expected 'small' or 'resnet50', got {name!r}")

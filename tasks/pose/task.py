@@ -67,15 +67,33 @@ class PoseTask(Task):
         train_limit: int = 0           # use only the first N training persons (0 = all)
         val_limit: int = 0
         model: str = "small"           # small | resnet50
+        stride: int = 2                # heatmap stride of the small model (resnet50: 4)
+        width: int = 32                # channels of the small model
         weights_file: str = ""         # local ResNet-50 weights for model=resnet50
         input_height: int = 64
         input_width: int = 48
-        iterations: int = 300          # proxy training length, unless epochs > 0
+        iterations: int = 1000         # proxy training length, unless epochs > 0
         epochs: float = 0.0
-        batch_size: int = 32
-        lr: float = 1e-3               # Adam
-        warmup: int = 50               # linear warm-up iterations, then cosine annealing
+        batch_size: int = 8
+        lr: float = 3e-3               # Adam
+        warmup: int = 50               # linear warm-up iterations, then the schedule
+        schedule: str = "cosine"       # cosine (annealing to 0) | constant
         eval_batch: int = 128
+
+    @classmethod
+    def check_options(cls, options: Any) -> None:
+        from gp_losses.config import ConfigError
+
+        for key, allowed in (("model", ("small", "resnet50")), ("schedule", ("cosine", "constant")),
+                             ("stride", (2, 4, 8))):
+            if getattr(options, key) not in allowed:
+                raise ConfigError(f"task.options.{key}: expected one of {', '.join(map(str, allowed))}, "
+                                  f"got {getattr(options, key)!r}")
+        for key in ("iterations", "batch_size", "input_height", "input_width", "warmup", "eval_batch"):
+            if getattr(options, key) < 1:
+                raise ConfigError(f"task.options.{key}: expected a value >= 1, got {getattr(options, key)!r}")
+        if options.lr <= 0:
+            raise ConfigError(f"task.options.lr: expected a value > 0, got {options.lr!r}")
 
     # --- data ----------------------------------------------------------------------------
     def _root(self) -> Path:
@@ -95,7 +113,7 @@ class PoseTask(Task):
     def setup(self) -> None:
         opt = self.options
         self.input_hw = (opt.input_height, opt.input_width)
-        self.stride = {"small": 2, "resnet50": 4}.get(opt.model, 2)
+        self.stride = opt.stride if opt.model == "small" else 4
         self.heatmap_hw = (opt.input_height // self.stride, opt.input_width // self.stride)
         root = self._root()
         self.train_set = pose_data.load_split(root, opt.train_split, self.input_hw, self.heatmap_hw,
@@ -105,7 +123,8 @@ class PoseTask(Task):
 
     def _network(self, seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)
-        return build_model(self.options.model, self.options.weights_file or None).to(self.device)
+        opt = self.options
+        return build_model(opt.model, opt.weights_file or None, opt.stride, opt.width).to(self.device)
 
     def _predict(self, net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
         net.eval()
@@ -153,7 +172,9 @@ class PoseTask(Task):
         net = self._network(seed)
         adam = torch.optim.Adam(net.parameters(), lr=opt.lr)
         total = self.iterations()
-        schedule = torch.optim.lr_scheduler.LambdaLR(adam, lambda it: warmup_cosine(it, total, opt.warmup))
+        cosine = opt.schedule == "cosine"
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            adam, lambda it: warmup_cosine(it, total, opt.warmup) if cosine else min(1.0, (it + 1) / opt.warmup))
         gen = torch.Generator().manual_seed(seed)
         net.train()
         for _ in range(total):

@@ -16,6 +16,9 @@ B = 5
 class TaskContract:
     """Subclasses provide a `task` fixture (a small, fast configuration of the task)."""
 
+    ideal_metric = 1.0
+    """The probe metric that `ideal` outputs reach (heatmap decoding quantizes: below 1)."""
+
     @pytest.fixture
     def space(self, task):
         return SearchSpace(task.branches)
@@ -50,7 +53,9 @@ class TaskContract:
 
     def test_ideal_outputs_reproduce_the_targets(self, task, probe):
         ideal = {b.name: probe.ideal[b.name] for b in task.branches}
-        assert torch.allclose(task.probe_metric(ideal, probe.targets), torch.ones(B))
+        values = task.probe_metric(ideal, probe.targets)
+        assert (values >= self.ideal_metric - 1e-6).all()
+        assert (values >= task.probe_metric(probe.outputs, probe.targets)).all()
 
     def test_probe_is_deterministic(self, task):
         a, b = task.probe(B, seed=3), task.probe(B, seed=3)
