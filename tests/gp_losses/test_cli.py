@@ -113,6 +113,7 @@ def test_module_entry_point_and_exit_code():
     assert bad.returncode == 2 and "did you mean 'Square'" in bad.stderr
 
 
-def test_main_script_reports_an_unavailable_task_with_exit_2():
-    result = _subprocess("gp_losses/main.py", "--task", "pose")
-    assert result.returncode == 2 and "unknown task 'pose'" in result.stderr
+def test_main_script_reports_an_unknown_task_with_exit_2(tmp_path):
+    result = _subprocess("gp_losses/main.py", "--task", "posee", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "unknown task 'posee'" in result.stderr
+    assert "did you mean 'pose'" in result.stderr and not (tmp_path / "run").exists()
