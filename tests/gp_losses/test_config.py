@@ -58,7 +58,9 @@ def test_run_config_defaults_and_overrides():
     config = load_run_config("cls", None, ["search.evaluations=7", "search.rejection=false"])
     assert config.search.evaluations == 7 and config.search.rejection is False
     assert config.search.population_init == 20 and config.protocol.eta == 0.6
-    assert config.protocol.steps == 500 and config.protocol.lr == 1e-3
+    assert (config.protocol.steps, config.protocol.lr) == (100, 0.005)  # runs/cls.yaml
+    paper = cfg.RunConfig().protocol  # the code's defaults are the paper's (Appendix A)
+    assert (paper.steps, paper.lr, paper.momentum, paper.early_exit) == (500, 1e-3, 0.9, False)
     context = build_context(config)
     assert context.metric == "accuracy" and context.options.hidden == 32
     again = cfg.load(None, [], cfg.to_dict(config))
