@@ -280,23 +280,22 @@ class Evolution:
     # --- dedupe (gradient equivalence) + evaluate (proxy task) -----------------------------
     def evaluate(self, slots: List[Slot]) -> Tuple[List[Individual], List[Dict[str, Any]]]:
         """Reuse the score of a known fingerprint; train the rest, spread over workers."""
-        children, jobs, pending_fp = [], [], {}
+        children, jobs, pending = [], [], set()
         for slot in slots:
             exprs = {b.name: str(t) for b, t in zip(self.space.branches, slot.trees)}
             fp = tuple(slot.fingerprints) if all(slot.fingerprints) else None
-            info = {"expr": exprs, "fingerprint": [list(f) for f in slot.fingerprints],
-                    "origin": slot.origin, "parent": slot.parent.info["index"] if slot.parent else None}
-            child = Individual(slot.trees, info)
-            info = child.info
+            child = Individual(slot.trees, {
+                "expr": exprs, "fingerprint": [list(f) for f in slot.fingerprints], "origin": slot.origin,
+                "parent": slot.parent.info["index"] if slot.parent else None})
             children.append(child)
-            if self.cfg.search.equivalence and fp is not None and (fp in self.state.known or fp in pending_fp):
-                info["reuse_of"] = fp
+            if self.cfg.search.equivalence and fp is not None and (fp in self.state.known or fp in pending):
+                child.info["reuse_of"] = fp  # resolved below, once this batch's scores are known
                 continue
-            info["eval"] = self.state.evaluations
+            child.info["eval"] = self.state.evaluations
             seed = evaluation_seed(self.cfg.seed, self.state.evaluations)
             self.state.evaluations += 1
             if fp is not None:
-                pending_fp[fp] = child
+                pending.add(fp)
             jobs.append(((self.spec, exprs, seed), child))
         start = time.perf_counter()
         results = parallel_map(train_job, [job for job, _ in jobs])
