@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from tasks.pose.data import crop_to_image
-from tasks.pose.keypoints import K, oks
+from tasks.pose.keypoints import oks
 
 
 def decode(heatmaps: torch.Tensor, stride: float) -> tuple:
@@ -81,4 +81,4 @@ def oks_per_sample(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, areas:
     return np.array([oks(p, g, v, a) for p, g, v, a in zip(pred, gt, visible, areas)])
 
 
-__all__ = ["decode", "to_image", "coco_results", "coco_keypoint_ap", "oks_per_sample", "K"]
+__all__ = ["decode", "to_image", "coco_results", "coco_keypoint_ap", "oks_per_sample"]

@@ -142,7 +142,7 @@ class PoseTask(Task):
         index = torch.randperm(len(ts.images), generator=gen)[:n]
         outputs = self._predict(self._network(seed), ts.images[index])
         centers, sizes = ts.centers[index.numpy()], ts.scales[index.numpy()]
-        joints = pose_data_image_joints(ts, index.numpy())
+        joints = image_joints(ts, index.numpy())
         targets = {"heatmaps": ts.heatmaps[index], "weights": ts.weights[index],
                    "joints": joints, "visible": ts.weights[index].numpy(), "centers": centers,
                    "sizes": sizes, "areas": ts.areas[index.numpy()]}
@@ -216,7 +216,7 @@ def restrict(coco: Dict, image_ids) -> Dict:
             "annotations": [a for a in coco["annotations"] if a["image_id"] in keep]}
 
 
-def pose_data_image_joints(ts: pose_data.PoseSet, index: np.ndarray) -> np.ndarray:
+def image_joints(ts: pose_data.PoseSet, index: np.ndarray) -> np.ndarray:
     """Ground-truth joints of the selected crops, in image pixels."""
     return pose_metric.to_image(ts.joints[index].numpy(), ts.centers[index], ts.scales[index],
                                 (ts.images.shape[2], ts.images.shape[3]))
