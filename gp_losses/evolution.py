@@ -35,7 +35,7 @@ from gp_losses.config import to_dict
 from gp_losses.context import Context
 from gp_losses.errors import GpLossesError
 from gp_losses.parallel import parallel_map, protocol_job, train_job
-from gp_losses.rejection import REASONS, static_reason
+from gp_losses.rejection import REASONS, ProtocolResult, static_reason
 from gp_losses.rundir import RunDir
 from gp_losses.trees import Loss, LossTree
 
@@ -223,8 +223,7 @@ class Evolution:
         if optimize:
             reason = static_reason(tree, self.space.branches[k])
             if reason:
-                entry["result"] = {"passed": False, "reason": reason, "gain": None,
-                                   "fingerprint": [], "steps": 0, "seconds": 0.0, "error": None}
+                entry["result"] = {**ProtocolResult(False, reason).to_dict(), "error": None}
                 return entry
             cached = self.state.protocol_cache.get((k, expr))
             if cached is not None:
@@ -234,8 +233,7 @@ class Evolution:
         if optimize or self.cfg.search.equivalence:
             jobs.append(((self.spec, k, expr, optimize), entry))
         else:
-            entry["result"] = {"passed": True, "reason": None, "gain": None, "fingerprint": [],
-                               "steps": 0, "seconds": 0.0, "error": None}
+            entry["result"] = {**ProtocolResult(True).to_dict(), "error": None}
         return entry
 
     def _accept(self, slot: Slot, k: int, batch: List[Dict[str, Any]],
