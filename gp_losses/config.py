@@ -71,6 +71,16 @@ class ProtocolConfig:
     """Accept at the first check where the gain reaches eta. Not exact: measured to agree on
     digits and segmentation probes, to disagree on pose heatmaps (docs/performance.md)."""
     check_every: int = field(default=25, metadata=_range(1))
+    reject_step: int = field(default=0, metadata=_range(0, help="0: off"))
+    """Reject as low_gain at this step when the gain is still below `reject_gain`. Not exact:
+    measured on pose probes in docs/performance.md (bench/protocol_steps.py)."""
+    reject_gain: float = 0.1
+    reject_monotone: bool = True
+    """Reject a passing candidate whose gradient has one sign at every probe entry, at the
+    first and at the last step (not in the paper; docs/engine.md)."""
+    reject_unbounded: bool = True
+    """Reject a passing candidate whose loss keeps falling, without levelling off, along the
+    direction the protocol moved the predictions (not in the paper; docs/engine.md)."""
     timeout_s: float = field(default=120.0, metadata=_range(0, lo_open=True, help="per candidate"))
     seed: int = field(default=0, metadata=_range(help="seed of the probe samples and network"))
 

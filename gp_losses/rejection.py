@@ -11,7 +11,13 @@ For one branch tree, in order, stopping at the first decision:
    next loss or the outputs non-finite; the outputs are checked at every gain check and at
    the end); an all-zero gradient at step 0 rejects (nothing can move). With `early_exit`, a check every
    `check_every` steps accepts as soon as g >= eta (measured against the full schedule in
-   bench/rejection.py).
+   bench/rejection.py); with `reject_step` > 0, a gain still below `reject_gain` at that step
+   rejects (measured in bench/protocol_steps.py). Both are heuristics, off by default.
+   Not in the paper, on by default: a candidate whose gain reached eta is still rejected as
+   'monotone' when its gradient has one sign at every probe entry at step 0 and at the last
+   step, or as 'unbounded' when its loss keeps falling along the direction the protocol
+   moved the outputs (falls_without_bound). Neither has a minimum a network can settle at
+   (docs/engine.md).
 3. the fingerprint (section 3.2): the B gradient norms at the probe outputs, each rounded to
    two significant digits, taken at step 0 of the protocol.
 """
@@ -31,7 +37,7 @@ from gp_losses.trees import Branch, LossTree
 from primitives import OperatorSet
 
 REASONS = ("no_prediction", "no_target", "no_interaction", "nonfinite", "zero_grad", "low_gain",
-           "timeout", "error")
+           "monotone", "unbounded", "timeout", "error")
 """Why a candidate is rejected; `logbook.csv` counts each."""
 
 
@@ -74,6 +80,31 @@ def static_reason(tree: LossTree, branch: Branch) -> Optional[str]:
         if any(t.prediction for t in kinds) and any(t.target for t in kinds):
             return None
     return "no_interaction"
+
+
+RAY = (10.0, 100.0, 1000.0)
+"""Multiples of the protocol's displacement at which the unbounded check evaluates the loss."""
+
+
+def falls_without_bound(values) -> bool:
+    """Whether losses measured at z + k d, k = RAY, keep falling: -inf anywhere, or a drop over
+    the last decade at least half the drop over the one before (a curve that levels off, such
+    as 1/k or exp(-k), drops ten times less or more). NaN decides nothing (False)."""
+    if any(math.isnan(v) for v in values):
+        return False
+    if any(v == -math.inf for v in values):
+        return True
+    if any(math.isinf(v) for v in values):
+        return False
+    first, last = values[0] - values[1], values[1] - values[2]
+    scale = max(abs(v) for v in values)
+    return first > 0 and last > 1e-6 * scale and last >= 0.5 * first
+
+
+def one_sign(grad: torch.Tensor) -> int:
+    """+1 or -1 if every nonzero entry of `grad` has that sign, else 0 (mixed, or all zero)."""
+    positive, negative = bool((grad > 0).any()), bool((grad < 0).any())
+    return 0 if positive == negative else (1 if positive else -1)
 
 
 def round_significant(value: float, digits: int = 2) -> float:
@@ -178,16 +209,50 @@ class Protocol:
                 fingerprint = tuple(round_significant(v) for v in norms)
                 if not grad.any():
                     return ProtocolResult(False, "zero_grad", 0.0, fingerprint, 1)
+                first_sign = one_sign(grad)
                 if not optimize:
                     return ProtocolResult(True, None, None, fingerprint, 1)
             sgd.step()
+            if step + 1 == cfg.reject_step and step + 1 < steps:
+                if not torch.isfinite(z).all():
+                    return ProtocolResult(False, "nonfinite", None, fingerprint, step + 1)
+                g = self.gain(index, z)
+                if g < cfg.reject_gain:
+                    return ProtocolResult(False, "low_gain", g, fingerprint, step + 1)
             if cfg.early_exit and (step + 1) % cfg.check_every == 0 and step + 1 < steps:
                 if not torch.isfinite(z).all():
                     return ProtocolResult(False, "nonfinite", None, fingerprint, step + 1)
                 g = self.gain(index, z)
                 if g >= cfg.eta:
-                    return ProtocolResult(True, None, g, fingerprint, step + 1)
+                    return self._accept(index, output, z, first_sign, g, fingerprint, step + 1)
         if not torch.isfinite(z).all():
             return ProtocolResult(False, "nonfinite", None, fingerprint, steps)
         g = self.gain(index, z)
-        return ProtocolResult(g >= cfg.eta, None if g >= cfg.eta else "low_gain", g, fingerprint, steps)
+        if g < cfg.eta:
+            return ProtocolResult(False, "low_gain", g, fingerprint, steps)
+        return self._accept(index, output, z, first_sign, g, fingerprint, steps)
+
+    def _accept(self, index: int, output, z: torch.Tensor, first_sign: int, gain: float,
+                fingerprint: Tuple[float, ...], steps: int) -> ProtocolResult:
+        """The result for a candidate whose gain reached eta, after the checks that the paper
+        does not have. `first_sign` is one_sign of the gradient at step 0; z.grad holds the
+        gradient of the last step taken."""
+        cfg = self.config
+        if cfg.reject_monotone and first_sign and one_sign(z.grad) == first_sign:
+            return ProtocolResult(False, "monotone", gain, fingerprint, steps)
+        if cfg.reject_unbounded and self.unbounded(index, output, z.detach()):
+            return ProtocolResult(False, "unbounded", gain, fingerprint, steps)
+        return ProtocolResult(True, None, gain, fingerprint, steps)
+
+    def unbounded(self, index: int, output, z: torch.Tensor) -> bool:
+        """Whether the compiled loss `output` keeps falling along the protocol's displacement
+        z - z0 of branch `index` (see falls_without_bound)."""
+        branch = self.branches[index]
+        targets = self.probe.targets[branch.name]
+        direction = z - self.probe.outputs[branch.name]
+        values = []
+        with torch.no_grad():
+            for k in RAY:
+                loss = output(self.task.loss_inputs(branch.name, z + k * direction, targets)).sum()
+                values.append(float(loss.double()))
+        return falls_without_bound(values)

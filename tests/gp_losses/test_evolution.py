@@ -121,3 +121,18 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
         run_search(None, resume=str(tmp_path / "missing"))
     with pytest.raises(InputError, match="only --evaluations"):
         run_search(None, resume=str(tmp_path), seed=3)
+
+
+def test_two_scoop_workers_share_the_training_and_match_a_serial_run(tmp_path):
+    """Under `python -m scoop -n 2` both processes train losses, and the run's records equal
+    those of the same run without SCOOP (batch 2: the batch SCOOP's two workers get)."""
+    args = ["--task", "cls", "--seed", "2"] + [a for o in FAST for a in ("--set", o)]
+    scoop_out, serial_out = tmp_path / "scoop", tmp_path / "serial"
+    done = subprocess.run([sys.executable, "-m", "scoop", "-n", "2", "gp_losses/main.py", *args,
+                           "--out", str(scoop_out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_search("cls", out=str(serial_out), seed=2, overrides=FAST)
+    trained = [r for r in _lines(scoop_out) if r.get("status") == "ok"]
+    assert len({r["worker"] for r in trained}) == 2
+    assert _stable(_lines(scoop_out)) == _stable(_lines(serial_out))

@@ -1,9 +1,14 @@
-"""Static checks, the loss-rejection protocol (Eq. 5-6) and gradient fingerprints on digits."""
+"""Static checks, the loss-rejection protocol (Eq. 5-6) and gradient fingerprints on digits;
+the monotone and unbounded checks on digits and on pose heatmaps."""
+
+import math
 
 import pytest
+import torch
 
 from gp_losses.config import ProtocolConfig
-from gp_losses.rejection import Protocol, round_significant, static_reason
+from gp_losses.rejection import (Protocol, falls_without_bound, one_sign, round_significant,
+                                 static_reason)
 from gp_losses.space import SearchSpace
 from gp_losses.trees import Branch
 from primitives import BOX_INPUTS
@@ -103,3 +108,67 @@ def test_fingerprint_only_mode_does_not_optimize(protocol):
                                             (1.04e-7, 1.0e-7), (-2.349, -2.3)])
 def test_two_significant_digits(value, rounded):
     assert round_significant(value) == pytest.approx(rounded, rel=1e-12)
+
+
+@pytest.mark.parametrize("values, falling", [
+    ([-10.0, -100.0, -1000.0], True),            # linear descent to -inf
+    ([-2.3, -4.6, -6.9], True),                  # logarithmic descent
+    ([-3.16, -10.0, -31.6], True),               # square-root descent
+    ([5.0, -math.inf, -math.inf], True),         # reaches -inf
+    ([0.1, 0.01, 0.001], False),                 # 1/k: levels off at 0
+    ([1.0, 1.0, 1.0], False),                    # flat (saturated)
+    ([1e2, 1e4, 1e6], False),                    # rising (mse along its overshoot)
+    ([1.0, math.inf, math.inf], False),          # rises to +inf
+    ([1.0, math.nan, -5.0], False),              # NaN decides nothing
+    ([-4.0, -6.0, -6.0000001], False),           # a last drop lost in rounding
+])
+def test_falls_without_bound(values, falling):
+    assert falls_without_bound(values) is falling
+
+
+def test_one_sign():
+    assert one_sign(torch.tensor([0.0, 2.0, 1e-9])) == 1
+    assert one_sign(torch.tensor([[-1.0, 0.0], [-3.0, -0.5]])) == -1
+    assert one_sign(torch.tensor([-1.0, 1.0])) == 0
+    assert one_sign(torch.zeros(3)) == 0
+
+
+def test_softmax_losses_are_never_monotone_and_ce_is_bounded(protocol):
+    """On digits the prediction is a softmax: its gradient sums to 0 over classes, so it always
+    has both signs, and cross-entropy levels off at 0 along its direction."""
+    for expr in ("Neg(Mul(y, Log(yhat)))", "Square(Add(yhat, Neg(y)))", "Inv(Mul(yhat, y))"):
+        result = check(protocol, expr)
+        assert result.passed and result.reason is None, expr
+
+
+@pytest.fixture(scope="module")
+def pose_protocol(tiny_pose):
+    space = SearchSpace(tiny_pose.branches)
+
+    def run(expr, **cfg):
+        config = ProtocolConfig(lr=5e-3, steps=100, **cfg)
+        return Protocol(tiny_pose, space.branches, space.operators, config).check(0, space.parse(expr)[0])
+    return run
+
+
+@pytest.mark.parametrize("expr", [
+    "Square(Add(yhat, Neg(y)))",                                                       # mse
+    "Add(Square(Add(yhat, Neg(Square(Square(Add(y, y)))))), Square(Square(yhat)))",  # Table 8
+    "Add(Exp(yhat), Neg(Mul(y, yhat)))",                                               # Poisson
+])
+def test_heatmap_losses_with_a_minimum_pass(pose_protocol, expr):
+    result = pose_protocol(expr)
+    assert result.passed and result.reason is None and result.gain >= 0.6
+
+
+@pytest.mark.parametrize("expr, reason", [
+    ("Mul(Exp(y), Neg(Add(yhat, y)))", "monotone"),          # -e^y (yhat + y): all pushed up
+    ("Tanh(Add(Exp(yhat), y))", "monotone"),                 # all pushed down, ever slower
+    ("Inv(MeanNHW(Mul(y, yhat)))", "monotone"),              # peaks up, background ignored
+    ("Mul(Square(Add(y, yhat)), Neg(Exp(one)))", "unbounded"),  # concave: -e (y + yhat)^2
+])
+def test_heatmap_losses_without_a_minimum_pass_the_paper_protocol_only(pose_protocol, expr, reason):
+    paper = pose_protocol(expr, reject_monotone=False, reject_unbounded=False)
+    assert paper.passed and paper.gain >= 0.6, expr
+    result = pose_protocol(expr)
+    assert not result.passed and result.reason == reason and result.gain == paper.gain

@@ -20,15 +20,6 @@ from tasks.pose.synthetic import render, write_split
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def tiny_pose(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("pose-cache")
-    task = PoseTask(PoseTask.Options(cache_dir=str(cache), synthetic_train=48, synthetic_val=16,
-                                     iterations=8, batch_size=8, warmup=2))
-    task.ensure_setup()
-    return task
-
-
 class TestPoseContract(TaskContract):
     ideal_metric = 0.8  # decoding quantizes to a quarter heatmap pixel: OKS of ideal maps < 1
 
