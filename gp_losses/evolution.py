@@ -107,6 +107,10 @@ class Slot:
     attempts: int = 0
 
 
+FILL_ROUNDS = 8
+"""Most select-reject-dedupe rounds in one batch while offspring keep reusing known scores."""
+
+
 def evaluation_seed(run_seed: int, index: int) -> int:
     """The seed of proxy evaluation `index`, derived from the run seed alone."""
     return int(np.random.SeedSequence([run_seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
@@ -136,9 +140,8 @@ class Evolution:
             while self.state.evaluations < total:
                 start = time.perf_counter()
                 before = self.state.evaluations
-                slots = self.select(min(self.batch_size, total - self.state.evaluations))
-                records = self._number(self.reject(slots))
-                children, eval_records = self.evaluate(slots)
+                records, children, jobs = self.fill(min(self.batch_size, total - self.state.evaluations))
+                eval_records = self.evaluate(children, jobs)
                 self.age(children)
                 self.record(records + eval_records, time.perf_counter() - start)
                 bar.update(self.state.evaluations - before)
@@ -275,10 +278,28 @@ class Evolution:
         while len(cache) > PROTOCOL_CACHE_SIZE:
             cache.popitem(last=False)
 
+    # --- one batch: select, reject, dedupe until `n` losses need training --------------------
+    def fill(self, n: int) -> Tuple[List[Dict[str, Any]], List[Individual], List[Any]]:
+        """Offspring until n of them need a proxy evaluation (or FILL_ROUNDS rounds): an
+        offspring that reuses a known score costs no training, so another one takes its
+        worker. Returns the explored-candidate records, the children, the training jobs."""
+        records: List[Dict[str, Any]] = []
+        children: List[Individual] = []
+        jobs: List[Any] = []
+        pending: set = set()
+        for _ in range(FILL_ROUNDS):
+            slots = self.select(n - len(jobs))
+            records += self._number(self.reject(slots))
+            children += self.dedupe(slots, jobs, pending)
+            if len(jobs) >= n:
+                break
+        return records, children, jobs
+
     # --- dedupe (gradient equivalence) + evaluate (proxy task) -----------------------------
-    def evaluate(self, slots: List[Slot]) -> Tuple[List[Individual], List[Dict[str, Any]]]:
-        """Reuse the score of a known fingerprint; train the rest, spread over workers."""
-        children, jobs, pending = [], [], set()
+    def dedupe(self, slots: List[Slot], jobs: List[Any], pending: set) -> List[Individual]:
+        """Children of the slots; those with a known (or pending) fingerprint will reuse its
+        score, the others are numbered and appended to `jobs` for training."""
+        children = []
         for slot in slots:
             exprs = {b.name: str(t) for b, t in zip(self.space.branches, slot.trees)}
             fp = tuple(slot.fingerprints) if all(slot.fingerprints) else None
@@ -295,6 +316,10 @@ class Evolution:
             if fp is not None:
                 pending.add(fp)
             jobs.append(((self.spec, exprs, seed), child))
+        return children
+
+    def evaluate(self, children: List[Individual], jobs: List[Any]) -> List[Dict[str, Any]]:
+        """Train the jobs' losses, spread over workers; resolve reuse; score every child."""
         start = time.perf_counter()
         results = parallel_map(train_job, [job for job, _ in jobs])
         self.state.seconds["training_wall"] += time.perf_counter() - start
@@ -317,7 +342,7 @@ class Evolution:
             child.info["index"] = self.state.lines
             self.state.lines += 1
             records.append(self._loss_record(child))
-        return children, records
+        return records
 
     def _loss_record(self, child: Individual) -> Dict[str, Any]:
         keys = ("index", "eval", "expr", "status", "score", "metrics", "fingerprint", "iterations",
