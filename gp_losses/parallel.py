@@ -49,7 +49,7 @@ def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> List[Any]:
 
     The items go out as one future per worker (items i, i+W, i+2W, ... in future i). Left to
     itself, SCOOP 0.7's origin asks the broker for work whenever its own queue runs dry and
-    then runs most futures itself: two workers trained 10 of 12 jobs on the origin. Here the
+    then runs most futures itself (10 of 12 jobs in six two-job maps, measured). Here the
     origin keeps one future and never asks for more, so each worker gets one share.
     """
     items = list(items)

@@ -1,5 +1,6 @@
 """The search engine end to end on the digits task, kept small: faults, resume, accounting."""
 
+import csv
 import json
 import os
 import signal
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from gp_losses.evolution import evaluation_seed
+from gp_losses.evolution import FILL_ROUNDS, evaluation_seed
 from gp_losses.search import run_search
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,6 +47,14 @@ def test_search_writes_every_file_and_finishes(tmp_path):
     assert hall and hall[0]["score"] == summary["best"]["score"]
     assert hall[0]["score"] == max(r["score"] for r in evaluated if r["status"] == "ok")
     assert all(set(h) >= {"expr", "formula", "score"} for h in hall)
+    # a batch trains `search.batch` losses unless its top-up rounds kept re-making known ones
+    with open(out / "logbook.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    done = reused = 0
+    for row in rows:
+        trained, reuses = int(row["evaluations"]) - done, int(row["reused"]) - reused
+        assert trained == min(2, 10 - done) or reuses >= FILL_ROUNDS, row
+        done, reused = int(row["evaluations"]), int(row["reused"])
 
 
 @pytest.mark.parametrize("fault, status", [("raise", "error"), ("nan", "invalid"), ("hang", "timeout")])
@@ -131,7 +140,8 @@ def test_two_scoop_workers_share_the_training_and_match_a_serial_run(tmp_path):
     done = subprocess.run([sys.executable, "-m", "scoop", "-n", "2", "gp_losses/main.py", *args,
                            "--out", str(scoop_out)], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    status = json.loads((scoop_out / "status.json").read_text())
+    assert status["state"] == "finished", done.stderr[-2000:]
     run_search("cls", out=str(serial_out), seed=2, overrides=FAST)
     trained = [r for r in _lines(scoop_out) if r.get("status") == "ok"]
     assert len({r["worker"] for r in trained}) == 2
