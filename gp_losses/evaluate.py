@@ -1,8 +1,9 @@
 """Proxy evaluation with fault isolation: a failing candidate is a result, never a crash.
 
 Training stops at the first non-finite loss value (status `invalid`, the paper's early stop,
-section 3.2), an exception becomes status `error` with its message, and a candidate past
-`timeout_s` becomes `timeout`. Each of these gets the worst score, 0.
+section 3.2) or at a loss with no gradient (`invalid` too); an exception becomes status
+`error` with its message, and a candidate past `timeout_s` becomes `timeout`. Each of these
+gets the worst score, 0.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 class GuardedLoss:
     """Wraps a compiled loss: counts calls and, with `stop_invalid`, raises InvalidLoss on a
-    non-finite value (checked on the scalar, which costs one device sync per iteration)."""
+    non-finite value (checked on the scalar, which costs one device sync per iteration).
+    A value without a gradient where one is being recorded (a loss that never uses the
+    prediction) raises InvalidLoss too: there is nothing to train with."""
 
     def __init__(self, loss: Callable[..., torch.Tensor], stop_invalid: bool = True) -> None:
         self.loss = loss
@@ -65,6 +68,8 @@ class GuardedLoss:
     def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         self.calls += 1
         value = self.loss(*args, **kwargs)
+        if torch.is_grad_enabled() and not value.requires_grad:
+            raise InvalidLoss("the loss does not depend on the prediction: it has no gradient")
         if self.stop_invalid and not math.isfinite(float(value.detach())):
             raise InvalidLoss(f"loss is {float(value.detach())} at iteration {self.calls}")
         return value
