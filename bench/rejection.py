@@ -41,6 +41,8 @@ POLICIES = {
     "paper_full": dict(lr=1e-3, steps=500, early_exit=False),
     "paper_early": dict(lr=1e-3, steps=500, early_exit=True, check_every=25),
     "fast_full": dict(lr=5e-3, steps=100, early_exit=False),
+    "fast_full_no_checks": dict(lr=5e-3, steps=100, early_exit=False, reject_monotone=False,
+                                reject_unbounded=False),
     "fast_early": dict(lr=5e-3, steps=100, early_exit=True, check_every=25),
     "fast50_early": dict(lr=1e-2, steps=50, early_exit=True, check_every=25),
 }
