@@ -140,7 +140,8 @@ class Evolution:
             while self.state.evaluations < total:
                 start = time.perf_counter()
                 before = self.state.evaluations
-                records, children, jobs = self.fill(min(self.batch_size, total - self.state.evaluations))
+                n = min(self.batch_size, total - self.state.evaluations)
+                records, children, jobs = self.fill(n)
                 eval_records = self.evaluate(children, jobs)
                 self.age(children)
                 self.record(records + eval_records, time.perf_counter() - start)
@@ -308,7 +309,7 @@ class Evolution:
                 "parent": slot.parent.info["index"] if slot.parent else None})
             children.append(child)
             if self.cfg.search.equivalence and fp is not None and (fp in self.state.known or fp in pending):
-                child.info["reuse_of"] = fp  # resolved below, once this batch's scores are known
+                child.info["reuse_of"] = fp  # resolved in evaluate(), once the batch is scored
                 continue
             child.info["eval"] = self.state.evaluations
             seed = evaluation_seed(self.cfg.seed, self.state.evaluations)

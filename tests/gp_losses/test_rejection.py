@@ -146,8 +146,9 @@ def pose_protocol(tiny_pose):
     space = SearchSpace(tiny_pose.branches)
 
     def run(expr, **cfg):
-        config = ProtocolConfig(lr=5e-3, steps=100, **cfg)
-        return Protocol(tiny_pose, space.branches, space.operators, config).check(0, space.parse(expr)[0])
+        proto = Protocol(tiny_pose, space.branches, space.operators,
+                         ProtocolConfig(lr=5e-3, steps=100, **cfg))
+        return proto.check(0, space.parse(expr)[0])
     return run
 
 
