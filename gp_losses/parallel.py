@@ -60,8 +60,9 @@ def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> List[Any]:
     import scoop
     from scoop import _control, futures
 
-    if scoop.IS_ORIGIN:
-        _control.execQueue.lowwatermark = 0.0
+    queue = getattr(_control, "execQueue", None)
+    if scoop.IS_ORIGIN and hasattr(queue, "lowwatermark"):  # SCOOP 0.7 internals; else as is
+        queue.lowwatermark = 0.0
     width = min(worker_count(), len(items))
     groups = [items[i::width] for i in range(width)]
     results: List[Any] = [None] * len(items)
