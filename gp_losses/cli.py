@@ -87,6 +87,13 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config key (repeatable)")
+    _operators_argument(parser)
+
+
+def _operators_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--operators", action="append", default=[], metavar="package.module:NAME",
+                        help="extra operators added to Table 1: a Primitive or a list (repeatable; "
+                             "modules import from the current directory too)")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -95,17 +102,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not args.task and not args.resume:
         raise InputError("give --task NAME (or --resume RUN_DIR)")
     summary = run_search(args.task, args.config, args.out, args.seed, args.evaluations,
-                         args.resume, args.set)
+                         args.resume, args.set, args.operators)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def _task_context(args: argparse.Namespace):
-    """Validated context of `--task` with `--config`, `--metric` and `--set` applied."""
+    """Validated context of `--task` with `--config`, `--metric`, `--set` and `--operators`."""
     from gp_losses.context import build_context, load_run_config
 
     overrides = list(args.set) + ([f"task.metric={args.metric}"] if args.metric else [])
-    return build_context(load_run_config(args.task, args.config, overrides))
+    return build_context(load_run_config(args.task, args.config, overrides, args.operators))
 
 
 def resolve_loss(context, items: Sequence[str]) -> Dict[str, str]:
@@ -182,7 +189,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(text: str):
+    """A logbook cell as the number it holds (int, float, or None for an empty/nan cell)."""
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        return None if value != value else value  # nan -> null in JSON
+    return text or None
+
+
 def cmd_show(args: argparse.Namespace) -> int:
+    import csv
     from pathlib import Path
 
     from gp_losses.rundir import RunDir
@@ -190,18 +209,36 @@ def cmd_show(args: argparse.Namespace) -> int:
     run = RunDir(Path(args.run_dir))
     if not (run.path / "status.json").is_file():
         raise InputError(f"{args.run_dir!r} is not a run directory (no status.json)")
-    hall = []
-    if (run.path / "hall_of_fame.json").is_file():
-        hall = json.loads((run.path / "hall_of_fame.json").read_text())
+
+    def read_json(name: str, empty):
+        path = run.path / name
+        return json.loads(path.read_text()) if path.is_file() else empty
+
     last = {}
     if (run.path / "logbook.csv").is_file():
-        import csv
-
         with open(run.path / "logbook.csv") as fh:
             rows = list(csv.DictReader(fh))
-        last = rows[-1] if rows else {}
-    print(json.dumps({"run_dir": str(run.path), "status": run.read_status(),
-                      "hall_of_fame": hall[:args.top], "last_batch": last}, indent=2))
+        last = {k: _number(v) for k, v in rows[-1].items()} if rows else {}
+    print(json.dumps({"run_dir": str(run.path), "status": run.owned_status(),
+                      "hall_of_fame": read_json("hall_of_fame.json", [])[:args.top],
+                      "baselines": read_json("baselines.json", {}), "last_batch": last}, indent=2))
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from gp_losses.context import default_config_path
+    from tasks import TASKS
+
+    out = []
+    for name in TASKS:
+        task = TASKS.get(name)
+        config = default_config_path(name)
+        out.append({"name": name, "description": " ".join((task.__doc__ or "").split()),
+                    "branches": [{"name": b.name, "inputs": list(b.input_names), "weight": b.weight}
+                                 for b in task.branches],
+                    "metrics": list(task.metrics), "baselines": task.baselines,
+                    "config": f"runs/{config.name}" if config else None})
+    print(json.dumps(out, indent=2))
     return 0
 
 
@@ -216,8 +253,7 @@ def _space_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--branch-inputs", default="yhat,y,one",
                         help="comma-separated loss inputs of the branch (default yhat,y,one; "
                              "box regression: i,u,e,one)")
-    parser.add_argument("--operators", action="append", metavar="package.module:NAME",
-                        help="extra operators added to Table 1: a Primitive or a list (repeatable)")
+    _operators_argument(parser)
     parser.add_argument("--depth", type=_positive, default=3,
                         help="operators on each root-to-leaf path of a random loss (default 3)")
     parser.add_argument("--height-limit", type=_positive, default=17,
@@ -225,8 +261,11 @@ def _space_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gp_losses import __version__
+
     parser = argparse.ArgumentParser(
         prog="gp-losses", description="Search loss functions from scratch (AutoLoss-Zero).")
+    parser.add_argument("--version", action="version", version=f"gp-losses {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -245,11 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="YAML run configuration (default: the task's runs/*.yaml)")
         p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                        help="override a config key (repeatable)")
+        _operators_argument(p)
         if name == "train":
             p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("show", help="a run's hall of fame, status and last statistics")
+    p = sub.add_parser("tasks", help="the built-in tasks: branches, metrics, baselines (JSON)")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("show", help="a run's status, hall of fame, baselines and last statistics")
     p.add_argument("run_dir", help="run directory")
     p.add_argument("--top", type=_positive, default=10, help="hall-of-fame entries (default 10)")
     p.set_defaults(func=cmd_show)
@@ -298,7 +341,10 @@ def search_main(argv: Optional[List[str]] = None) -> int:
     """`gp_losses/main.py`: the search flags without a subcommand."""
     parser = argparse.ArgumentParser(prog="gp_losses/main.py",
                                      description="Search a loss function for a task.")
+    from gp_losses import __version__
+
     add_search_arguments(parser)
+    parser.add_argument("--version", action="version", version=f"gp-losses {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     return run(cmd_search, parser.parse_args(argv))
 

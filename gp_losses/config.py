@@ -2,13 +2,20 @@
 
 Every error is found before any work starts and names the dotted key, the value, what was
 expected and the nearest valid key. Unknown and duplicate keys are errors. `--set a.b=v`
-overrides a key (v is read as YAML: `--set search.rejection=false`).
+overrides a key (v is read as YAML: `--set search.rejection=false`). Numbers are read as YAML
+1.2 reads them: `1e-3` and `1E4` are numbers (PyYAML's YAML 1.1 resolver reads them as strings).
+
+A run's configuration is layered: the dataclass defaults below, then the task's own defaults
+(`runs/<task>.yaml`), then a `--config` file, then `--set` overrides; each layer names only
+the keys it changes.
 """
 
 from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +30,12 @@ class ConfigError(InputError):
     """A configuration value or key that is wrong; the message names its dotted key."""
 
 
-def _range(lo: Optional[float] = None, hi: Optional[float] = None, lo_open: bool = False,
-           choices: Optional[Sequence[Any]] = None, help: str = "") -> Dict[str, Any]:
-    return {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices, "help": help}
+def option(default: Any, lo: Optional[float] = None, hi: Optional[float] = None,
+           lo_open: bool = False, choices: Optional[Sequence[Any]] = None, help: str = "") -> Any:
+    """A dataclass field with its valid range (lo <= value <= hi, value > lo with `lo_open`)
+    or its `choices`, checked when a config is loaded. Tasks use it in their `Options`."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open,
+                                            "choices": choices, "help": help})
 
 
 @dataclass(frozen=True)
@@ -40,38 +50,43 @@ class TaskConfig:
 class SearchConfig:
     """Aging evolution (paper section 3.2 and Appendix A)."""
 
-    population_init: int = field(default=20, metadata=_range(1, help="K, random initial losses"))
-    tournament: float = field(default=0.05, metadata=_range(0, 1, lo_open=True, help="T, tournament ratio"))
-    population_max: int = field(default=2500, metadata=_range(2, help="P, most recent losses kept"))
-    evaluations: int = field(default=500, metadata=_range(1, help="N, proxy evaluations to run"))
-    batch: int = field(default=0, metadata=_range(0, help="offspring per batch; 0 = number of workers"))
-    depth: int = field(default=3, metadata=_range(1, 17, help="D, depth of random losses"))
-    height_limit: int = field(default=17, metadata=_range(1, 90))
+    population_init: int = option(20, 1, help="K, random initial losses")
+    tournament: float = option(0.05, 0, 1, lo_open=True, help="T, tournament ratio")
+    population_max: int = option(2500, 2, help="P, most recent losses kept")
+    evaluations: int = option(500, 1, help="N, proxy evaluations to run")
+    batch: int = option(0, 0, help="offspring per batch; 0 = number of workers")
+    depth: int = option(3, 1, 17, help="D, depth of random losses")
+    height_limit: int = option(17, 1, 90)
     operators: Tuple[str, ...] = ()
     """Extra operators, `package.module:NAME`, added to Table 1."""
     rejection: bool = True
     equivalence: bool = True
     stop_invalid: bool = True
-    chunk: int = field(default=16, metadata=_range(1, help="candidates per slot per rejection round"))
+    chunk: int = option(16, 1, help="candidates per slot per rejection round")
     compare_baselines: bool = True
     """After the search, train the task's baselines with the best loss's seed, for comparison."""
-    max_attempts: int = field(default=200_000, metadata=_range(1, help="raw candidates per slot before giving up"))
+    max_attempts: int = option(200_000, 1, help="raw candidates per slot before giving up")
+    max_failed_share: float = option(0.5, 0, 1, help="share of failed jobs that stops the run")
+    """The run stops as `failed` when more than this share of the last `failure_window` proxy
+    evaluations (or of the last `failure_window` protocol runs) ended `error` or `timeout`:
+    a task that cannot train is reported with its most frequent error instead of searching on."""
+    failure_window: int = option(20, 1, help="jobs the failed share is measured over")
 
 
 @dataclass(frozen=True)
 class ProtocolConfig:
     """Loss-rejection protocol (Eq. 5-6, Appendix A)."""
 
-    samples: int = field(default=5, metadata=_range(1, help="B, probe samples"))
-    eta: float = field(default=0.6, metadata=_range(help="rejection threshold on the gain"))
-    lr: float = field(default=1e-3, metadata=_range(0, lo_open=True))
-    momentum: float = field(default=0.9, metadata=_range(0, 1))
-    steps: int = field(default=500, metadata=_range(1))
+    samples: int = option(5, 1, help="B, probe samples")
+    eta: float = option(0.6, help="rejection threshold on the gain")
+    lr: float = option(1e-3, 0, lo_open=True)
+    momentum: float = option(0.9, 0, 1)
+    steps: int = option(500, 1)
     early_exit: bool = False
     """Accept at the first check where the gain reaches eta. Not exact: measured to agree on
     digits and segmentation probes, to disagree on pose heatmaps (docs/performance.md)."""
-    check_every: int = field(default=25, metadata=_range(1))
-    reject_step: int = field(default=0, metadata=_range(0, help="0: off"))
+    check_every: int = option(25, 1)
+    reject_step: int = option(0, 0, help="0: off")
     """Reject as low_gain at this step when the gain is still below `reject_gain`. Not exact:
     measured on pose probes in docs/performance.md (bench/protocol_steps.py)."""
     reject_gain: float = 0.1
@@ -81,17 +96,24 @@ class ProtocolConfig:
     reject_unbounded: bool = True
     """Reject a passing candidate whose loss keeps falling, without levelling off, along the
     direction the protocol moved the predictions (not in the paper; docs/engine.md)."""
-    timeout_s: float = field(default=120.0, metadata=_range(0, lo_open=True, help="per candidate"))
-    seed: int = field(default=0, metadata=_range(help="seed of the probe samples and network"))
+    timeout_s: float = option(120.0, 0, lo_open=True, help="per candidate")
+    seed: int = option(0, help="seed of the probe samples and network")
 
 
 @dataclass(frozen=True)
 class ProxyConfig:
     """Proxy evaluation: where and how long a candidate trains."""
 
-    timeout_s: float = field(default=600.0, metadata=_range(0, lo_open=True))
-    device: str = field(default="auto", metadata=_range(choices=("auto", "cpu", "cuda")))
-    threads: int = field(default=1, metadata=_range(1, help="torch threads per worker"))
+    timeout_s: float = option(600.0, 0, lo_open=True)
+    device: str = option("auto", choices=("auto", "cpu", "cuda"))
+    threads: int = option(1, 1, help="torch threads per worker")
+    isolate: bool = True
+    """Run each worker's jobs in a child process of its own, so that a job which crashes its
+    process costs only that job. false runs them in the worker itself: a faster start and
+    easier debugging (pdb, profilers), but a crash or a hang in C code ends the worker."""
+    retries: int = option(1, 0, help="reruns of a job whose process died")
+    """A job whose process dies (a segfault, os._exit, an out-of-memory kill) is run again in a
+    fresh process this many times; then it is recorded as `error` ("process died: ...")."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,16 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# YAML 1.2 floats: PyYAML's 1.1 resolver wants a dot in the mantissa and reads 1e-3 as a string
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as data: safe, duplicate keys refused, YAML 1.2 numbers."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def read_yaml(path: Path) -> Dict[str, Any]:
@@ -129,7 +161,7 @@ def read_yaml(path: Path) -> Dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config {str(path)!r}: {exc.strerror}") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
@@ -151,11 +183,13 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, float) and value.is_integer():  # 1E4, 1e3
+            return int(value)
         expected = "an integer"
     elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
-        expected = "a number"
+        expected = "a finite number"
     elif hint is str:
         if isinstance(value, str):
             return value
@@ -231,7 +265,7 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
         if not sep or not path.strip():
             raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set search.evaluations=30")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = parse_yaml(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
         node = data
@@ -247,18 +281,20 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
 
 def load(path: Optional[Path] = None, overrides: Sequence[str] = (),
          defaults: Optional[Mapping[str, Any]] = None) -> RunConfig:
-    """A validated RunConfig: `defaults`, then the YAML file, then `--set` overrides."""
-    data: Dict[str, Any] = _merge({}, defaults or {})
+    """A validated RunConfig: the dataclass defaults, then `defaults` (a task's own), then
+    the YAML file, then `--set` overrides."""
+    data: Dict[str, Any] = merge({}, defaults or {})
     if path is not None:
-        data = _merge(data, read_yaml(path))
+        data = merge(data, read_yaml(path))
     return build(RunConfig, apply_overrides(data, overrides))
 
 
-def _merge(base: Dict[str, Any], top: Mapping[str, Any]) -> Dict[str, Any]:
+def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> Dict[str, Any]:
+    """`base` with `top` laid over it, section by section."""
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(dict(out[key]), value)
+            out[key] = merge(dict(out[key]), value)
         else:
             out[key] = value
     return out
@@ -278,4 +314,5 @@ def replace(config: RunConfig, **sections: Mapping[str, Any]) -> RunConfig:
 
 
 __all__ = ["RunConfig", "TaskConfig", "SearchConfig", "ProtocolConfig", "ProxyConfig", "ConfigError",
-           "load", "build", "to_dict", "dump", "apply_overrides", "read_yaml", "replace"]
+           "option", "load", "merge", "build", "to_dict", "dump", "apply_overrides", "read_yaml", "parse_yaml",
+           "replace"]

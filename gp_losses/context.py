@@ -16,7 +16,8 @@ from gp_losses.space import SearchSpace
 from primitives import operator_set
 
 RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
-"""The repository's run configurations (`runs/<task>.yaml` is a task's default)."""
+"""The run configurations (`runs/<task>.yaml` holds a task's defaults): beside the package in a
+checkout, and installed beside it as package data (setup.cfg), so found from any directory."""
 
 
 def resolve_task(name: str) -> Type[Any]:
@@ -33,16 +34,27 @@ def resolve_task(name: str) -> Type[Any]:
 
 
 def default_config_path(task: str) -> Optional[Path]:
+    """runs/<task>.yaml for a built-in task that has one."""
+    from tasks import TASKS
+
     path = RUNS_DIR / f"{task}.yaml"
-    return path if ":" not in task and path.is_file() else None
+    return path if task in TASKS and path.is_file() else None
 
 
-def load_run_config(task: Optional[str], path: Optional[str], overrides: Sequence[str]) -> RunConfig:
-    """Config for a run: the task's default YAML or `path`, then `--set` overrides, with the
-    task's name from `--task`; validated, task options included."""
-    chosen = Path(path) if path else (default_config_path(task) if task else None)
+def load_run_config(task: Optional[str], path: Optional[str], overrides: Sequence[str],
+                    operators: Sequence[str] = ()) -> RunConfig:
+    """Config for a run, in layers: the task's defaults (runs/<task>.yaml), then the file
+    `path`, then `--set` overrides, then `--operators`; the task is `--task` or the file's
+    `task.name`. Validated, task options included."""
+    data = cfg.read_yaml(Path(path)) if path else {}
+    section = data.get("task")
+    name = task or (section.get("name") if isinstance(section, dict) else None)
+    defaults_path = default_config_path(name) if isinstance(name, str) and name else None
+    defaults = cfg.read_yaml(defaults_path) if defaults_path else {}
     extra = [f"task.name={task}"] if task else []
-    config = cfg.load(chosen, list(overrides) + extra)
+    config = cfg.load(None, list(overrides) + extra, cfg.merge(defaults, data))
+    if operators:
+        config = cfg.replace(config, search={"operators": config.search.operators + tuple(operators)})
     build_context(config)  # every error surfaces here, before any work starts
     return config
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import traceback
 from typing import Iterable, Optional
 
 
@@ -30,3 +31,26 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'X'?)' for the nearest of `choices`, or '' when none is close."""
     match: Optional[list] = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+class TaskSetupError(GpLossesError):
+    """A task's data loading or generation (`setup`) failed: no candidate can be evaluated, so
+    the run stops. Exit code 2 when the task's own error was bad input (a wrong data path)."""
+
+    def __init__(self, message: str, bad_input: bool = False) -> None:
+        super().__init__(message, bad_input)  # both in args: the error pickles across processes
+        self.exit_code = 2 if bad_input else 1
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class RunFailed(GpLossesError):
+    """The search cannot go on (most of its jobs fail, no candidate passes the protocol)."""
+
+
+def describe(exc: BaseException) -> str:
+    """'Type: message (file:line)' of an exception, at the line that raised it."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"

@@ -6,14 +6,20 @@
         vary     offspring: copy 10% / re-initialize 50% / two mutations
         reject   static checks, then the protocol (Eq. 5-6); regenerate until one passes
         dedupe   gradient-equivalence check: a known fingerprint reuses its score
-        evaluate proxy training of the rest (a failing one is a result, worst score)
+        evaluate proxy training of the rest (a failure is recorded, never scored)
         age      append to the population; drop the oldest beyond P
         record   HallOfFame, Statistics, Logbook, evaluations.jsonl, checkpoint
 
 Offspring are produced in batches of `search.batch` slots (default: one per worker). Each
 batch's rejection and proxy work is spread over SCOOP workers; all random choices are made in
 this process, in a fixed order, so a seed and a batch size fix the result with or without
-SCOOP, and a resumed run continues exactly where the checkpoint left it.
+SCOOP, and a resumed run continues exactly where the checkpoint left it (the batch size is
+part of the checkpoint).
+
+Only facts about a loss are remembered: the protocol cache and the fingerprint -> score table
+take deterministic outcomes; a timeout, an error or a process that died is recorded and an
+equivalent loss met later is evaluated afresh. When most recent jobs fail
+(`search.max_failed_share`), the run stops with the most frequent error.
 """
 
 from __future__ import annotations
@@ -33,14 +39,18 @@ from tqdm import tqdm
 from gp_losses import variation
 from gp_losses.config import to_dict
 from gp_losses.context import Context
-from gp_losses.errors import GpLossesError
+from gp_losses.errors import RunFailed
+from gp_losses.outcomes import REASONS, TRANSIENT, ProtocolResult, cacheable, reusable
 from gp_losses.parallel import parallel_map, protocol_job, train_job
-from gp_losses.rejection import REASONS, ProtocolResult, static_reason
+from gp_losses.rejection import static_reason
 from gp_losses.rundir import RunDir
 from gp_losses.trees import Loss, LossTree
 
 log = logging.getLogger("gp_losses")
 PROTOCOL_CACHE_SIZE = 50_000
+FAILED = -1.0
+"""The fitness of a loss without a score (a failed or invalid training): below every score,
+so that a tournament never prefers it; it is never shown as a score."""
 
 
 class Fitness(base.Fitness):
@@ -66,12 +76,25 @@ def top_mean(values: List[float], k: int = 5) -> float:
     return float(np.mean(sorted(values, reverse=True)[:k])) if len(values) else float("nan")
 
 
+def _max(values: List[float]) -> float:
+    return float(np.max(values)) if len(values) else float("nan")
+
+
+def _mean(values: List[float]) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
 def make_statistics() -> tools.Statistics:
-    stats = tools.Statistics(key=lambda ind: ind.fitness.values[0])
-    stats.register("pop_max", np.max)
-    stats.register("pop_mean", np.mean)
+    """Statistics of the population's scores (losses without a score are left out)."""
+    stats = tools.Statistics(key=lambda ind: ind.info["score"])
+    stats.register("pop_max", _max)
+    stats.register("pop_mean", _mean)
     stats.register("top5", top_mean)
     return stats
+
+
+def scored(population: List[Individual]) -> List[Individual]:
+    return [ind for ind in population if ind.info.get("score") is not None]
 
 
 @dataclass
@@ -91,6 +114,7 @@ class SearchState:
     hof: tools.HallOfFame = field(default_factory=lambda: tools.HallOfFame(10, similar=same_loss))
     logbook: tools.Logbook = field(default_factory=tools.Logbook)
     jsonl_size: int = 0
+    batch_size: int = 0
     rng_state: Any = None
     numpy_state: Any = None
     torch_state: Any = None
@@ -125,12 +149,18 @@ class Evolution:
         self.cfg = context.config
         self.space = context.space
         self.rundir = rundir
-        self.batch_size = self.cfg.search.batch or workers
         self.spec = {"config": to_dict(self.cfg), "run_id": run_id}
         self.rng = random.Random(self.cfg.seed)
         self.state = state or SearchState()
         if state is not None:
             self._restore_random_state()
+        self.batch_size = self.state.batch_size = self.state.batch_size or self.cfg.search.batch or workers
+        window = self.cfg.search.failure_window
+        self.recent = {"training": collections.deque(maxlen=window),
+                       "protocol": collections.deque(maxlen=window)}
+        """The last outcomes of each kind of job in this process: None, or a failure's message."""
+        self.to_train = self.cfg.search.evaluations - self.state.evaluations
+        """Proxy evaluations this process has to run: a shorter run is judged on all of them."""
 
     # --- the loop -----------------------------------------------------------------------
     def run(self) -> SearchState:
@@ -145,6 +175,7 @@ class Evolution:
                 eval_records = self.evaluate(children, jobs)
                 self.age(children)
                 self.record(records + eval_records, time.perf_counter() - start)
+                self.check_failures("training", min(self.cfg.search.failure_window, self.to_train))
                 bar.update(self.state.evaluations - before)
                 bar.set_postfix(best=f"{self._best():.4f}", explored=self.state.explored,
                                 rejected=self._rejected(), reused=self.state.counts["reused"])
@@ -204,16 +235,21 @@ class Evolution:
             for (_, entry), result in zip(jobs, results):
                 entry["result"] = result
                 self.state.seconds["rejection_worker"] += result["seconds"]
-                if search.rejection:
+                if search.rejection and cacheable(result):
                     self._cache_put((entry["branch"], entry["expr"]), result)
+                failed = not result["passed"] and result["reason"] in TRANSIENT
+                self.recent["protocol"].append(result["error"] or result["reason"] if failed else None)
+            self.check_failures("protocol", search.failure_window)
             pending = []
             for slot, k, batch in batches:
                 if not self._accept(slot, k, batch, records):
                     if slot.attempts >= search.max_attempts:
-                        raise GpLossesError(
+                        reasons = ", ".join(f"{r} {self.state.counts[f'rejected_{r}']}" for r in REASONS
+                                            if self.state.counts[f"rejected_{r}"])
+                        raise RunFailed(
                             f"no candidate passed the loss-rejection protocol in {slot.attempts} "
-                            "attempts for one offspring; check the task's probe metric, or lower "
-                            "protocol.eta")
+                            f"attempts for one offspring (rejected so far: {reasons}); check the "
+                            "task's probe metric, or lower protocol.eta")
                     pending.append((slot, k))
         self.state.seconds["rejection_wall"] += time.perf_counter() - start
         return records
@@ -227,7 +263,7 @@ class Evolution:
         if optimize:
             reason = static_reason(tree, self.space.branches[k])
             if reason:
-                entry["result"] = {**ProtocolResult(False, reason).to_dict(), "error": None}
+                entry["result"] = ProtocolResult(False, reason).to_dict()
                 return entry
             cached = self.state.protocol_cache.get((k, expr))
             if cached is not None:
@@ -237,7 +273,7 @@ class Evolution:
         if optimize or self.cfg.search.equivalence:
             jobs.append(((self.spec, k, expr, optimize), entry))
         else:
-            entry["result"] = {**ProtocolResult(True).to_dict(), "error": None}
+            entry["result"] = ProtocolResult(True).to_dict()
         return entry
 
     def _accept(self, slot: Slot, k: int, batch: List[Dict[str, Any]],
@@ -320,30 +356,44 @@ class Evolution:
         return children
 
     def evaluate(self, children: List[Individual], jobs: List[Any]) -> List[Dict[str, Any]]:
-        """Train the jobs' losses, spread over workers; resolve reuse; score every child."""
+        """Train the jobs' losses, spread over workers; resolve reuse; give every child its
+        fitness. Only a training's deterministic outcome (ok, invalid) becomes known for
+        reuse; a child whose equivalent in this batch failed is left `unscored`."""
         start = time.perf_counter()
         results = parallel_map(train_job, [job for job, _ in jobs])
         self.state.seconds["training_wall"] += time.perf_counter() - start
         for (_, child), result in zip(jobs, results):
             self.state.seconds["training_worker"] += result["seconds"]
             self.state.counts[result["status"]] += 1
+            self.recent["training"].append(None if reusable(result) else result["error"] or result["status"])
             child.info.update(result)
             fp = tuple(tuple(f) for f in child.info["fingerprint"])
-            if all(fp):
+            if all(fp) and reusable(result):
                 self.state.known.setdefault(fp, {"score": result["score"], "status": result["status"],
                                                  "metrics": result["metrics"], "eval": child.info["eval"]})
         records = []
         for child in children:
             if "reuse_of" in child.info:
-                known = self.state.known[child.info.pop("reuse_of")]
-                child.info.update(status="reused", score=known["score"], metrics=known["metrics"],
-                                  reused_eval=known["eval"], reused_status=known["status"], seconds=0.0)
-                self.state.counts["reused"] += 1
-            child.fitness.values = (child.info["score"],)
+                self._reuse(child, child.info.pop("reuse_of"))
+            score = child.info["score"]
+            child.fitness.values = (FAILED if score is None else score,)
             child.info["index"] = self.state.lines
             self.state.lines += 1
             records.append(self._loss_record(child))
         return records
+
+    def _reuse(self, child: Individual, fp: Any) -> None:
+        """Give `child` the known result of its gradient-equivalent loss (section 3.2)."""
+        known = self.state.known.get(fp)
+        if known is None:  # its equivalent in this batch failed: nothing to reuse
+            child.info.update(status="unscored", score=None, metrics={}, seconds=0.0,
+                              error="its gradient-equivalent loss in this batch failed; a failure "
+                                    "is not reused")
+            self.state.counts["unscored"] += 1
+            return
+        child.info.update(status="reused", score=known["score"], metrics=known["metrics"],
+                          reused_eval=known["eval"], reused_status=known["status"], seconds=0.0)
+        self.state.counts["reused"] += 1
 
     def _loss_record(self, child: Individual) -> Dict[str, Any]:
         keys = ("index", "eval", "expr", "status", "score", "metrics", "fingerprint", "iterations",
@@ -355,22 +405,38 @@ class Evolution:
 
     # --- age + record ---------------------------------------------------------------------
     def age(self, children: List[Individual]) -> None:
-        """Append the new losses; only the most recent P are kept (aging, section 3.2)."""
+        """Append the new losses; only the most recent P are kept (aging, section 3.2). A
+        child left unscored joins nothing."""
         pop = self.state.population
-        pop.extend(children)
+        pop.extend(c for c in children if c.info["status"] != "unscored")
         del pop[:max(0, len(pop) - self.cfg.search.population_max)]
         self.state.hof.update([c for c in children if c.info["status"] == "ok"])
+
+    def check_failures(self, kind: str, needed: int) -> None:
+        """RunFailed when more than search.max_failed_share of the last jobs of `kind` failed,
+        once `needed` of them have run in this process; the message is the most frequent."""
+        window = self.recent[kind]
+        failures = [message for message in window if message]
+        if len(window) < max(1, needed) or len(failures) <= self.cfg.search.max_failed_share * len(window):
+            return
+        message, count = collections.Counter(failures).most_common(1)[0]
+        what = "proxy evaluations" if kind == "training" else "loss-rejection protocol runs"
+        raise RunFailed(f"{len(failures)} of the last {len(window)} {what} failed (more than "
+                        f"search.max_failed_share = {self.cfg.search.max_failed_share:g}); the most "
+                        f"frequent error ({count}x): {message}")
 
     def record(self, records: List[Dict[str, Any]], seconds: float) -> None:
         """Statistics + Logbook row, evaluations.jsonl, hall_of_fame.json, checkpoint."""
         state = self.state
         state.batches += 1
         state.seconds["wall"] += seconds
+        for record in records:
+            record["batch"] = state.batches
         row = {"batch": state.batches, "evaluations": state.evaluations, "explored": state.explored,
                "reused": state.counts["reused"], "rejected": self._rejected(),
                **{f"rejected_{r}": state.counts[f"rejected_{r}"] for r in REASONS},
-               **{s: state.counts[s] for s in ("invalid", "error", "timeout")},
-               "best": self._best(), **make_statistics().compile(state.population),
+               **{s: state.counts[s] for s in ("invalid", "error", "timeout", "unscored")},
+               "best": self._best(), **make_statistics().compile(scored(state.population)),
                **{f"seconds_{k}": round(v, 3) for k, v in sorted(state.seconds.items())}}
         state.logbook.record(**row)
         state.jsonl_size = self.rundir.append_evaluations(records)

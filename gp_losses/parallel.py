@@ -1,25 +1,25 @@
-"""Work shipped to SCOOP workers (or run in-process without SCOOP), and worker-local state.
+"""Work shipped to SCOOP workers (or run in this process without SCOOP).
 
-Jobs are plain data — config dicts, tree strings, seeds — and each worker builds its task,
-search space and rejection protocol once, lazily, from the config it receives. Without
-`python -m scoop` the same functions run through the builtin map, silently.
+Jobs are plain data — config dicts, tree strings, seeds. Each process that runs jobs hands
+them to its own sandbox, a child process that builds and sets up the task once
+(gp_losses/sandbox.py, gp_losses/worker.py), so that a job which kills its process costs only
+that job. Without `python -m scoop` the same functions run through the builtin map, silently.
+No torch here: SCOOP workers only relay jobs and stay small.
 """
 
 from __future__ import annotations
 
-import json
+import atexit
+import contextlib
 import os
 import socket
 import tempfile
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+import time
+from typing import Any, Callable, Dict, Iterable, List, Tuple
 
-import torch
-
-from gp_losses import config as cfg
-from gp_losses.context import Context, build_context
-from gp_losses.evaluate import CandidateTimeout, proxy_evaluate, time_limit
-from gp_losses.rejection import Protocol, ProtocolResult
-from gp_losses.trees import parse_tree
+from gp_losses.errors import InputError
+from gp_losses.outcomes import ProtocolResult, training_failure
+from gp_losses.sandbox import JobTimeout, ProcessDied, hard_limit, sandbox
 
 
 def scoop_running() -> bool:
@@ -80,13 +80,17 @@ def device_for(kind: str, local_index: int, gpu_count: int) -> str:
     if kind == "cpu" or (kind == "auto" and gpu_count == 0):
         return "cpu"
     if gpu_count == 0:
-        raise RuntimeError("proxy.device is 'cuda' but no CUDA device is available")
+        raise InputError("proxy.device is 'cuda' but no CUDA device is available; use auto or cpu")
     return f"cuda:{local_index % gpu_count}"
+
+
+_CLAIMED: List[str] = []
 
 
 def local_index(run_id: str, limit: int = 4096) -> int:
     """This process's index among the workers of `run_id` on this host (0, 1, ...), claimed
-    with an exclusive file so that workers on one node spread over its GPUs."""
+    with an exclusive file (removed when the process exits) so that workers on one node
+    spread over its GPUs."""
     base = os.path.join(tempfile.gettempdir(), f"gp_losses-{run_id}")
     for k in range(limit):
         try:
@@ -95,72 +99,67 @@ def local_index(run_id: str, limit: int = 4096) -> int:
             continue
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
+        _CLAIMED.append(f"{base}-slot{k}")
         return k
     return os.getpid() % limit
 
 
-class WorkerState:
-    """What one worker process holds for one run: context, task on its device, protocol."""
-
-    def __init__(self, spec: Dict[str, Any]) -> None:
-        config = cfg.build(cfg.RunConfig, spec["config"])
-        torch.set_num_threads(config.proxy.threads)
-        self.context: Context = build_context(config)
-        gpus = torch.cuda.device_count() if config.proxy.device != "cpu" else 0
-        index = local_index(spec.get("run_id", "local")) if gpus > 1 else 0
-        self.device = device_for(config.proxy.device, index, gpus)
-        self.task = self.context.make_task(self.device)
-        self._protocol: Optional[Protocol] = None
-
-    @property
-    def protocol(self) -> Protocol:
-        if self._protocol is None:
-            space = self.context.space
-            self._protocol = Protocol(self.task, space.branches, space.operators,
-                                      self.context.config.protocol)
-        return self._protocol
+@atexit.register
+def _release_slots() -> None:
+    for path in _CLAIMED:
+        with contextlib.suppress(OSError):
+            os.remove(path)
 
 
-_STATES: Dict[str, WorkerState] = {}
+_INDEX: Dict[str, int] = {}
 
 
-def worker_state(spec: Dict[str, Any]) -> WorkerState:
-    key = json.dumps(spec, sort_keys=True)
-    if key not in _STATES:
-        _STATES[key] = WorkerState(spec)
-    return _STATES[key]
+def _sandbox(spec: Dict[str, Any]):
+    """This process's sandbox for the run; its GPU slot (`local_index`) is claimed once."""
+    run_id = spec.get("run_id", "local")
+    if spec["config"]["proxy"]["device"] != "cpu" and run_id not in _INDEX:
+        _INDEX[run_id] = local_index(run_id)
+    return sandbox(spec, _INDEX.get(run_id, 0))
+
+
+def start_job(spec: Dict[str, Any]) -> str:
+    """Start this worker's sandbox (the task's setup runs there now, not inside a job);
+    TaskSetupError if it fails. Returns the worker's id."""
+    _sandbox(spec).start()
+    return worker_id()
+
+
+def start_workers(spec: Dict[str, Any]) -> List[str]:
+    """Set the task up in every worker before the first job, so that a task that cannot be
+    set up stops the run at once; the ids of the workers that answered."""
+    return parallel_map(start_job, [spec] * worker_count())
 
 
 def protocol_job(job: Tuple[Dict[str, Any], int, str, bool]) -> Dict[str, Any]:
-    """Rejection protocol for one branch tree: ProtocolResult as a dict, never raising."""
+    """The rejection protocol for one branch tree: ProtocolResult.to_dict(), never raising
+    for the candidate's sake (TaskSetupError stops the run)."""
     spec, branch, expr, optimize = job
-    state = worker_state(spec)
-    space = state.context.space
-    error = None
+    start = time.perf_counter()
     try:
-        tree = parse_tree(expr, space.psets[branch])
-        with time_limit(state.context.config.protocol.timeout_s):
-            result = state.protocol.check(branch, tree, optimize)
-    except CandidateTimeout:
-        result = ProtocolResult(False, "timeout")
-    except Exception as exc:  # a failing candidate is a result
-        result, error = ProtocolResult(False, "error"), f"{type(exc).__name__}: {exc}"
-    return {**result.to_dict(), "error": error}
+        return _sandbox(spec).call("protocol", (branch, expr, optimize),
+                                   hard_limit(spec["config"]["protocol"]["timeout_s"]))
+    except JobTimeout as exc:
+        reason, error = "timeout", str(exc)
+    except ProcessDied as exc:
+        reason, error = "error", str(exc)
+    return ProtocolResult(False, reason, seconds=time.perf_counter() - start).to_dict(error)
 
 
 def train_job(job: Tuple[Dict[str, Any], Dict[str, str], int]) -> Dict[str, Any]:
-    """Proxy evaluation of one loss ({branch: expr}) with `seed`; a result dict, never raising."""
+    """Proxy evaluation of one loss ({branch: expr}) with `seed`: a result dict, never raising
+    for the candidate's sake (TaskSetupError stops the run)."""
     spec, exprs, seed = job
-    state = worker_state(spec)
-    config = state.context.config
+    start = time.perf_counter()
     try:
-        loss = state.context.space.compile(state.context.space.parse(exprs))
-    except Exception as exc:
-        out = {"status": "error", "score": 0.0, "metrics": {}, "iterations": 0, "seconds": 0.0,
-               "error": f"{type(exc).__name__}: {exc}"}
-    else:
-        out = proxy_evaluate(state.task, loss, seed, config.proxy.timeout_s,
-                             config.search.stop_invalid)
+        out = _sandbox(spec).call("train", (exprs, seed), hard_limit(spec["config"]["proxy"]["timeout_s"]))
+    except JobTimeout as exc:
+        out = training_failure("timeout", str(exc), time.perf_counter() - start)
+    except ProcessDied as exc:
+        out = training_failure("error", str(exc), time.perf_counter() - start)
     out["worker"] = worker_id()
-    out["device"] = state.device
     return out

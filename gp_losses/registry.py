@@ -7,11 +7,28 @@ import time.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any, Callable, Dict, Generic, Iterator, TypeVar
 
 from gp_losses.errors import InputError, did_you_mean
 
 T = TypeVar("T")
+
+
+def import_user_module(name: str) -> Any:
+    """Import a user's module, also from the current directory: `python -m` puts it on
+    sys.path, a console script (`gp-losses`) does not. It is appended, so that it never
+    shadows an installed package."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        top = name.partition(".")[0]
+        if exc.name != top or cwd in (os.path.abspath(p or ".") for p in sys.path):
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(name)
 
 
 def load_dotted(path: str, what: str = "object") -> Any:
@@ -20,7 +37,7 @@ def load_dotted(path: str, what: str = "object") -> Any:
     if not sep or not module_name or not attr:
         raise InputError(f"{what} {path!r}: expected a dotted path 'package.module:NAME'")
     try:
-        module = importlib.import_module(module_name)
+        module = import_user_module(module_name)
     except ImportError as exc:
         raise InputError(f"{what} {path!r}: cannot import module {module_name!r} ({exc})") from exc
     try:

@@ -32,14 +32,10 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from gp_losses.config import ProtocolConfig
+from gp_losses.outcomes import ProtocolResult
 from gp_losses.torch_loss import compile_tree
 from gp_losses.trees import Branch, LossTree
 from primitives import OperatorSet
-
-REASONS = ("no_prediction", "no_target", "no_interaction", "nonfinite", "zero_grad", "low_gain",
-           "monotone", "unbounded", "timeout", "error")
-"""Why a candidate is rejected; `logbook.csv` counts each."""
-
 
 LINEAR = frozenset({"Add", "Neg", "MeanNHW", "MeanC"})
 """Table 1 operators that are linear: a loss built from them splits into a sum of terms."""
@@ -112,21 +108,6 @@ def round_significant(value: float, digits: int = 2) -> float:
     if value == 0 or not math.isfinite(value):
         return value
     return float(f"{value:.{digits - 1}e}")
-
-
-@dataclass
-class ProtocolResult:
-    passed: bool
-    reason: Optional[str] = None
-    gain: Optional[float] = None
-    fingerprint: Tuple[float, ...] = ()
-    steps: int = 0
-    seconds: float = 0.0
-
-    def to_dict(self) -> Dict[str, object]:
-        return {"passed": self.passed, "reason": self.reason, "gain": self.gain,
-                "fingerprint": list(self.fingerprint), "steps": self.steps,
-                "seconds": round(self.seconds, 6)}
 
 
 @dataclass

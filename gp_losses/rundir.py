@@ -1,27 +1,36 @@
 """A run directory: what a search writes, atomically where a crash could tear it.
 
     config.yaml         the resolved configuration
-    status.json         running / finished / failed, with the reason (the authority on how a
-                        run ended: SCOOP's launcher exits 0 even when the script fails)
+    status.json         running / finished / failed, with the reason, and the host and pid of
+                        the process that owns the run (the authority on how a run ended:
+                        SCOOP's launcher exits 0 even when the script fails)
     evaluations.jsonl   one line per explored loss
     logbook.csv         DEAP Logbook, one row per batch
     hall_of_fame.json   the best losses: expressions, formulas, scores
+    baselines.json      the task's baselines trained with the best loss's seed (at the end)
     checkpoint.pkl      everything needed to resume, written after every batch
+    .lock               held (flock) by the process that owns the run: one search at a time
 """
 
 from __future__ import annotations
 
 import csv
 import datetime
+import fcntl
 import json
 import os
 import pickle
+import socket
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
+from gp_losses import __version__
 from gp_losses.errors import InputError
 
 CHECKPOINT = "checkpoint.pkl"
+CHECKPOINT_FORMAT = 2
+"""Raised whenever what a checkpoint holds changes; a checkpoint of another format is refused."""
+LOCK = ".lock"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -41,32 +50,66 @@ def now() -> str:
 class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._lock: Optional[Any] = None
 
-    # --- creation and resume ------------------------------------------------------------
+    # --- creation, resume, ownership ----------------------------------------------------
     @classmethod
     def create(cls, path: Path, config_yaml: str) -> "RunDir":
         path = Path(path)
-        if path.exists() and any(path.iterdir()):
-            raise InputError(f"run directory {str(path)!r} exists and is not empty: "
-                             f"use --resume {path} to continue it, or another --out")
+        if path.exists() and not path.is_dir():
+            raise InputError(f"--out {str(path)!r} is a file, not a directory")
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
+        run.lock()
+        if any(p.name != LOCK for p in path.iterdir()):
+            run.release()
+            raise InputError(f"run directory {str(path)!r} exists and is not empty: "
+                             f"use --resume {path} to continue it, or another --out")
         atomic_write(path / "config.yaml", config_yaml.encode())
         (path / "evaluations.jsonl").touch()
         return run
 
     @classmethod
     def open(cls, path: Path) -> "RunDir":
+        """A run to resume: any directory a search has written its config.yaml into."""
         path = Path(path)
-        if not (path / CHECKPOINT).is_file():
-            what = "no such directory" if not path.is_dir() else f"no {CHECKPOINT} in it"
-            raise InputError(f"--resume {str(path)!r}: {what}; a run can be resumed once its "
-                             "first batch has been checkpointed")
-        return cls(path)
+        if not (path / "config.yaml").is_file():
+            what = "no such directory" if not path.is_dir() else "no config.yaml in it"
+            raise InputError(f"--resume {str(path)!r}: {what}; give the directory of a run "
+                             "(start a new one with --task and --out)")
+        run = cls(path)
+        run.lock()
+        return run
+
+    def lock(self) -> None:
+        """Own the run: an exclusive lock on .lock, held until release() or the process ends."""
+        fh = open(self.path / LOCK, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            owner = fh.read().strip() or "another process"
+            fh.close()
+            raise InputError(f"run directory {str(self.path)!r} is in use by another search "
+                             f"({owner}); wait for it to end, or use another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        self._lock = fh
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def has_checkpoint(self) -> bool:
+        return (self.path / CHECKPOINT).is_file()
 
     # --- files --------------------------------------------------------------------------
     def write_status(self, state: str, **fields: Any) -> None:
-        data = {"state": state, "updated": now(), **fields}
+        data = {"state": state, "updated": now(), "host": socket.gethostname(), "pid": os.getpid(),
+                **fields}
         atomic_write(self.path / "status.json", (json.dumps(data, indent=2) + "\n").encode())
 
     def read_status(self) -> Dict[str, Any]:
@@ -74,6 +117,21 @@ class RunDir:
             return json.loads((self.path / "status.json").read_text())
         except (OSError, ValueError):
             return {}
+
+    def owned_status(self) -> Dict[str, Any]:
+        """status.json, where a run that says `running` but whose owner process is gone (it was
+        killed) reads `stale`. An owner on another host cannot be checked from here."""
+        status = self.read_status()
+        if status.get("state") != "running" or status.get("host") != socket.gethostname():
+            return status
+        try:
+            os.kill(int(status["pid"]), 0)
+        except ProcessLookupError:
+            return {**status, "state": "stale", "note": f"status.json says running, but its owner "
+                    f"(pid {status['pid']}) is gone: resume it with --resume {self.path}"}
+        except (OSError, KeyError, ValueError):
+            pass
+        return status
 
     def append_evaluations(self, records: Iterable[Dict[str, Any]]) -> int:
         """Append JSON lines, flushed to disk; returns the file's new size in bytes."""
@@ -86,7 +144,7 @@ class RunDir:
 
     def truncate_evaluations(self, size: int) -> None:
         """Drop lines written after the last checkpoint (a crash between the two writes)."""
-        with open(self.path / "evaluations.jsonl", "r+b") as fh:
+        with open(self.path / "evaluations.jsonl", "a+b") as fh:
             fh.truncate(size)
 
     def read_evaluations(self) -> List[Dict[str, Any]]:
@@ -110,11 +168,28 @@ class RunDir:
         atomic_write(self.path / name, (json.dumps(data, indent=2) + "\n").encode())
 
     def save_checkpoint(self, state: Any) -> None:
-        atomic_write(self.path / CHECKPOINT, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+        data = {"format": CHECKPOINT_FORMAT, "version": __version__, "state": state}
+        atomic_write(self.path / CHECKPOINT, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
 
     def load_checkpoint(self) -> Any:
-        with open(self.path / CHECKPOINT, "rb") as fh:
-            return pickle.load(fh)
+        """The state the last checkpoint holds; InputError for a file that is damaged or was
+        written by another version."""
+        path = self.path / CHECKPOINT
+        try:
+            with open(path, "rb") as fh:
+                data = pickle.load(fh)
+        except Exception as exc:  # truncated, corrupt, or classes this version does not have
+            raise InputError(f"{str(path)!r} cannot be read ({type(exc).__name__}: {exc}): it is "
+                             "damaged or from another version of gp-losses. Restore it from a copy, "
+                             "delete it to restart the run from its config.yaml, or start a new "
+                             "run with --out") from None
+        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+            written = (f"gp-losses {data.get('version')} (checkpoint format {data.get('format')})"
+                       if isinstance(data, dict) else "another version of gp-losses")
+            raise InputError(f"{str(path)!r} was written by {written}; this is gp-losses "
+                             f"{__version__} (format {CHECKPOINT_FORMAT}). Resume it with that "
+                             "version, or delete it to restart the run from its config.yaml")
+        return data["state"]
 
     def config_text(self) -> Optional[str]:
         path = self.path / "config.yaml"

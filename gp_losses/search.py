@@ -17,8 +17,9 @@ from gp_losses import config as cfg
 from gp_losses.context import build_context, load_run_config
 from gp_losses.errors import InputError
 from gp_losses.evolution import Evolution, SearchState, evaluation_seed
-from gp_losses.parallel import parallel_map, scoop_running, train_job, worker_count
+from gp_losses.parallel import parallel_map, scoop_running, start_workers, train_job, worker_count
 from gp_losses.rundir import RunDir
+from gp_losses.sandbox import close_all
 
 log = logging.getLogger("gp_losses")
 
@@ -31,20 +32,28 @@ def default_out(config: cfg.RunConfig, task_name: str, metric: str) -> Path:
 
 def prepare(task: Optional[str], config_path: Optional[str], out: Optional[str],
             seed: Optional[int], evaluations: Optional[int], resume: Optional[str],
-            overrides: Sequence[str]) -> tuple:
-    """(context, run dir, state or None): every input checked before anything is written."""
+            overrides: Sequence[str], operators: Sequence[str] = ()) -> tuple:
+    """(context, run dir (locked), state or None): every input checked before anything is
+    written. A new run's config.yaml holds the batch size in effect (`search.batch` 0 is the
+    number of workers now), so that a resume keeps it whatever the workers then."""
     if resume:
-        if config_path or overrides or seed is not None or out:
+        if config_path or overrides or operators or seed is not None or out:
             raise InputError("--resume continues a run with its own config.yaml: "
                              "only --evaluations may be given with it")
         rundir = RunDir.open(Path(resume))
-        config = cfg.load(rundir.path / "config.yaml",
-                          [f"search.evaluations={evaluations}"] if evaluations else [])
-        if task and task != config.task.name:
-            raise InputError(f"--task {task!r} differs from the resumed run's task {config.task.name!r}")
-        context = build_context(config)
-        state: SearchState = rundir.load_checkpoint()
-        rundir.truncate_evaluations(state.jsonl_size)
+        try:
+            config = cfg.load(rundir.path / "config.yaml",
+                              [f"search.evaluations={evaluations}"] if evaluations else [])
+            if task and task != config.task.name:
+                raise InputError(f"--task {task!r} differs from the resumed run's task {config.task.name!r}")
+            context = build_context(config)
+            state: Optional[SearchState] = rundir.load_checkpoint() if rundir.has_checkpoint() else None
+        except BaseException:
+            rundir.release()
+            raise
+        if state is None:
+            log.info("%s has no checkpoint yet: the run starts over from its config.yaml", rundir.path)
+        rundir.truncate_evaluations(state.jsonl_size if state else 0)
         if evaluations:
             rundir.path.joinpath("config.yaml").write_text(cfg.dump(config))
         return context, rundir, state
@@ -53,7 +62,9 @@ def prepare(task: Optional[str], config_path: Optional[str], out: Optional[str],
         extra.append(f"seed={seed}")
     if evaluations is not None:
         extra.append(f"search.evaluations={evaluations}")
-    config = load_run_config(task, config_path, extra)
+    config = load_run_config(task, config_path, extra, operators)
+    if config.search.batch == 0:
+        config = cfg.replace(config, search={"batch": worker_count()})
     context = build_context(config)
     path = Path(out) if out else default_out(config, context.task_cls.name or "task", context.metric)
     return context, RunDir.create(path, cfg.dump(config)), None
@@ -61,8 +72,18 @@ def prepare(task: Optional[str], config_path: Optional[str], out: Optional[str],
 
 def run_search(task: Optional[str], config_path: Optional[str] = None, out: Optional[str] = None,
                seed: Optional[int] = None, evaluations: Optional[int] = None,
-               resume: Optional[str] = None, overrides: Sequence[str] = ()) -> Dict[str, Any]:
-    context, rundir, state = prepare(task, config_path, out, seed, evaluations, resume, overrides)
+               resume: Optional[str] = None, overrides: Sequence[str] = (),
+               operators: Sequence[str] = ()) -> Dict[str, Any]:
+    context, rundir, state = prepare(task, config_path, out, seed, evaluations, resume, overrides,
+                                     operators)
+    try:
+        return _search(context, rundir, state)
+    finally:
+        close_all()
+        rundir.release()
+
+
+def _search(context, rundir: RunDir, state: Optional[SearchState]) -> Dict[str, Any]:
     workers = worker_count()
     run_id = hashlib.sha1(str(rundir.path.resolve()).encode()).hexdigest()[:12]
     evolution = Evolution(context, rundir, workers, state, run_id)
@@ -71,16 +92,18 @@ def run_search(task: Optional[str], config_path: Optional[str] = None, out: Opti
              workers, " (SCOOP)" if scoop_running() else "", evolution.batch_size)
     rundir.write_status("running", evaluations=evolution.state.evaluations)
     try:
+        log.info("setting up task %s in %d worker process(es)", context.task_cls.name, workers)
+        start_workers(evolution.spec)
         final = evolution.run()
+        hall = evolution.hall_of_fame()
+        baselines = {}
+        if context.config.search.compare_baselines and hall:
+            baselines = compare_baselines(evolution, context, hall[0]["eval"])
+            rundir.write_json("baselines.json", baselines)
     except BaseException as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         rundir.write_status("failed", reason=reason, evaluations=evolution.state.evaluations)
         raise
-    hall = evolution.hall_of_fame()
-    baselines = {}
-    if context.config.search.compare_baselines and hall:
-        baselines = compare_baselines(evolution, context, hall[0]["eval"])
-        rundir.write_json("baselines.json", baselines)
     summary = {"run_dir": str(rundir.path), "status": "finished", "task": context.task_cls.name,
                "metric": context.metric, "evaluations": final.evaluations, "explored": final.explored,
                "reused": final.counts["reused"], "best": hall[0] if hall else None,
@@ -98,7 +121,8 @@ def compare_baselines(evolution: Evolution, context, best_eval: int) -> Dict[str
     jobs = [(evolution.spec, context.task_cls.baselines[name], seed) for name in names]
     results = parallel_map(train_job, jobs)
     return {name: {"score": r["score"], "status": r["status"], "metrics": r["metrics"], "seed": seed,
-                   "expr": context.task_cls.baselines[name]} for name, r in zip(names, results)}
+                   "expr": context.task_cls.baselines[name], "error": r["error"]}
+            for name, r in zip(names, results)}
 
 
 def report(summary: Dict[str, Any]) -> None:
@@ -111,5 +135,6 @@ def report(summary: Dict[str, Any]) -> None:
         formula = "; ".join(f"{b}: {f}" for b, f in entry["formula"].items())
         lines.append(f"{entry['rank']:>4}  {entry['score']:8.4f}  {formula}")
     for name, base in summary["baselines"].items():
-        lines.append(f"base  {base['score']:8.4f}  {name}: {base['expr']} (same proxy, seed {base['seed']})")
+        score = f"{base['score']:8.4f}" if base["status"] == "ok" else f"{base['status']:>8}"
+        lines.append(f"base  {score}  {name}: {base['expr']} (same proxy, seed {base['seed']})")
     log.info("\n".join(lines))

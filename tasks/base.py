@@ -38,12 +38,20 @@ class Probe:
 
 @dataclass
 class TrainResult:
-    """What a proxy training returns. `score` is the search metric, in [0, 1]."""
+    """What a proxy training returns. `score` is the search metric, a finite number in [0, 1];
+    `metrics` maps each metric name to a finite number. The engine checks both: anything else
+    is recorded as status `error`, never as a score. A training whose network ends with
+    non-finite outputs is `TrainResult.invalid(...)`: no score at all."""
 
-    score: float
+    score: Optional[float]
     metrics: Dict[str, float]
     iterations: int
     status: str = "ok"
+    error: Optional[str] = None
+
+    @classmethod
+    def invalid(cls, message: str, iterations: int) -> "TrainResult":
+        return cls(None, {}, iterations, status="invalid", error=message)
 
 
 class Task:

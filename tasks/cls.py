@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gp_losses.config import option
 from gp_losses.trees import Branch
 from primitives import CLASSIFICATION_INPUTS
 from tasks.base import LossFn, Probe, Task, TrainResult
@@ -28,6 +29,8 @@ def _mlp(hidden: int) -> nn.Module:
 
 
 class DigitsTask(Task):
+    """Digit classification on scikit-learn's digits with a small MLP; accuracy (the fast task)."""
+
     name = "cls"
     branches = (Branch("cls", CLASSIFICATION_INPUTS),)
     metrics = ("accuracy",)
@@ -36,13 +39,13 @@ class DigitsTask(Task):
 
     @dataclass(frozen=True)
     class Options:
-        hidden: int = 32
-        iterations: int = 300
-        batch_size: int = 64
-        lr: float = 0.1
-        momentum: float = 0.9
-        eval_size: int = 500
-        split_seed: int = 0
+        hidden: int = option(32, 1, help="hidden units of the MLP")
+        iterations: int = option(300, 1)
+        batch_size: int = option(64, 1)
+        lr: float = option(0.1, 0, lo_open=True)
+        momentum: float = option(0.9, 0, 1)
+        eval_size: int = option(500, 1, 1697, help="held-out images; the rest (>= 100) train")
+        split_seed: int = option(0, 0, 2 ** 32 - 1)
 
     def setup(self) -> None:
         from sklearn.datasets import load_digits
@@ -92,5 +95,8 @@ class DigitsTask(Task):
             value.backward()
             sgd.step()
         with torch.no_grad():
-            accuracy = (net(self.x_eval).argmax(dim=1) == self.y_eval).float().mean().item()
+            logits = net(self.x_eval)
+        if not torch.isfinite(logits).all():  # argmax of NaN logits would score about 10 %
+            return TrainResult.invalid("the trained network's outputs are not finite", opt.iterations)
+        accuracy = (logits.argmax(dim=1) == self.y_eval).float().mean().item()
         return TrainResult(score=accuracy, metrics={"accuracy": accuracy}, iterations=opt.iterations)

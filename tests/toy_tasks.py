@@ -1,16 +1,25 @@
-"""Tasks for engine tests: the digits task with a fault injected into one evaluation."""
+"""Tasks for engine tests: the digits task with a fault injected where a test asks for one."""
 
+import os
+import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from gp_losses.errors import InputError
 from gp_losses.evolution import evaluation_seed
 from tasks.base import TrainResult
 from tasks.cls import DigitsTask
 
 
 class FaultyDigits(DigitsTask):
-    """Raises, returns NaN, or hangs for the evaluation numbered `fault_eval` of a run with
-    seed `run_seed`; trains normally otherwise."""
+    """Digits, with `fault` injected into the proxy evaluation numbered `fault_eval` of a run
+    with seed `run_seed` (every evaluation when `fault_eval` is -2):
+
+    raise, nan (a NaN score), score (7.5), metric (a metric that is a string), hang, exit
+    (os._exit), segv (SIGSEGV). With `fault_dir` set, the fault happens once only: its first
+    occurrence leaves a file there. `setup_fault`: `raise` (bad input) or `slow` (3 s).
+    `probe_fault`: the probe metric raises."""
 
     name = "faulty"
 
@@ -19,14 +28,49 @@ class FaultyDigits(DigitsTask):
         fault: str = ""
         fault_eval: int = -1
         run_seed: int = 0
+        fault_dir: str = ""
+        setup_fault: str = ""
+        probe_fault: bool = False
+
+    def setup(self):
+        if self.options.setup_fault == "raise":
+            raise InputError("digits data: '/no/such/digits' not found")
+        if self.options.setup_fault == "slow":
+            time.sleep(3)
+        super().setup()
+
+    def probe_metric(self, outputs, targets):
+        if self.options.probe_fault:
+            raise RuntimeError("injected probe failure")
+        return super().probe_metric(outputs, targets)
+
+    def _faulty(self, seed):
+        opt = self.options
+        if not opt.fault or (opt.fault_eval != -2 and seed != evaluation_seed(opt.run_seed, opt.fault_eval)):
+            return False
+        if opt.fault_dir:
+            marker = Path(opt.fault_dir) / "fault"
+            if marker.exists():
+                return False
+            marker.touch()
+        return True
 
     def train(self, loss, seed):
-        opt = self.options
-        if opt.fault and seed == evaluation_seed(opt.run_seed, opt.fault_eval):
-            if opt.fault == "raise":
-                raise RuntimeError("injected failure")
-            if opt.fault == "nan":
-                return TrainResult(float("nan"), {"accuracy": float("nan")}, 1)
-            if opt.fault == "hang":
-                time.sleep(3600)
-        return super().train(loss, seed)
+        if not self._faulty(seed):
+            return super().train(loss, seed)
+        fault = self.options.fault
+        if fault == "raise":
+            raise RuntimeError("injected failure")
+        if fault == "nan":
+            return TrainResult(float("nan"), {"accuracy": float("nan")}, 1)
+        if fault == "score":
+            return TrainResult(7.5, {"accuracy": 7.5}, 1)
+        if fault == "metric":
+            return TrainResult(0.5, {"accuracy": "high"}, 1)
+        if fault == "hang":
+            time.sleep(3600)
+        if fault == "exit":
+            os._exit(3)
+        if fault == "segv":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        raise ValueError(f"unknown fault {fault!r}")

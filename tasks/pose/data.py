@@ -44,7 +44,7 @@ class PoseSet:
 def annotation_file(root: Path, split: str) -> Path:
     path = Path(root) / "annotations" / f"person_keypoints_{split}.json"
     if not path.is_file():
-        raise InputError(f"pose data: {str(path)!r} not found; data.root must be a COCO-layout "
+        raise InputError(f"pose data: {str(path)!r} not found; task.options.data_root must be a COCO-layout "
                          "directory with annotations/person_keypoints_<split>.json")
     return path
 

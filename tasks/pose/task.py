@@ -23,6 +23,8 @@ from typing import Any, Dict, Mapping
 import numpy as np
 import torch
 
+from gp_losses.config import option
+from gp_losses.errors import InputError
 from gp_losses.trees import Branch
 from primitives import ONE, Y, YHAT_REAL
 from tasks.base import LossFn, Probe, Task, TrainResult
@@ -49,6 +51,8 @@ def _locked(path: Path):
 
 
 class PoseTask(Task):
+    """Top-down heatmap pose estimation on synthetic people or COCO; COCO keypoint AP."""
+
     name = "pose"
     branches = (Branch("heatmap", (YHAT_REAL, Y, ONE)),)
     metrics = ("ap", "ap50", "ap75", "ar")
@@ -60,40 +64,37 @@ class PoseTask(Task):
         train_split: str = "train"
         val_split: str = "val"
         cache_dir: str = ""            # where synthetic data is written ("" = ~/.cache/gp_losses)
-        synthetic_train: int = 1500
-        synthetic_val: int = 300
-        synthetic_seed: int = 0
-        synthetic_size: int = 128
-        train_limit: int = 0           # use only the first N training persons (0 = all)
-        val_limit: int = 0
-        model: str = "small"           # small | resnet50
-        stride: int = 2                # heatmap stride of the small model (resnet50: 4)
-        width: int = 32                # channels of the small model
+        synthetic_train: int = option(1500, 1)
+        synthetic_val: int = option(300, 1)
+        synthetic_seed: int = option(0, 0, 2 ** 32 - 1)
+        synthetic_size: int = option(128, 32, 4096, help="side of the synthetic images, pixels")
+        train_limit: int = option(0, 0, help="use only the first N training persons (0 = all)")
+        val_limit: int = option(0, 0)
+        model: str = option("small", choices=("small", "resnet50"))
+        stride: int = option(2, choices=(2, 4, 8), help="heatmap stride of the small model (resnet50: 4)")
+        width: int = option(32, 2, help="channels of the small model")
         weights_file: str = ""         # local ResNet-50 weights for model=resnet50
-        input_height: int = 64
-        input_width: int = 48
-        iterations: int = 1000         # proxy training length, unless epochs > 0
-        epochs: float = 0.0
-        batch_size: int = 8
-        lr: float = 3e-3               # Adam
-        warmup: int = 50               # linear warm-up iterations, then the schedule
-        schedule: str = "cosine"       # cosine (annealing to 0) | constant
-        eval_batch: int = 128
+        input_height: int = option(64, 1)
+        input_width: int = option(48, 1)
+        iterations: int = option(1000, 1, help="proxy training length, unless epochs > 0")
+        epochs: float = option(0.0, 0)
+        batch_size: int = option(8, 1)
+        lr: float = option(3e-3, 0, lo_open=True, help="Adam")
+        warmup: int = option(50, 1, help="linear warm-up iterations, then the schedule")
+        schedule: str = option("cosine", choices=("cosine", "constant"))
+        eval_batch: int = option(128, 1)
 
     @classmethod
     def check_options(cls, options: Any) -> None:
         from gp_losses.config import ConfigError
 
-        for key, allowed in (("model", ("small", "resnet50")), ("schedule", ("cosine", "constant")),
-                             ("stride", (2, 4, 8))):
-            if getattr(options, key) not in allowed:
-                raise ConfigError(f"task.options.{key}: expected one of {', '.join(map(str, allowed))}, "
-                                  f"got {getattr(options, key)!r}")
-        for key in ("iterations", "batch_size", "input_height", "input_width", "warmup", "eval_batch"):
-            if getattr(options, key) < 1:
-                raise ConfigError(f"task.options.{key}: expected a value >= 1, got {getattr(options, key)!r}")
-        if options.lr <= 0:
-            raise ConfigError(f"task.options.lr: expected a value > 0, got {options.lr!r}")
+        multiple = 8 if options.model == "small" else 32  # the encoder's total stride
+        for key in ("input_height", "input_width"):
+            if getattr(options, key) % multiple:
+                raise ConfigError(f"task.options.{key}: the {options.model} model needs a multiple of "
+                                  f"{multiple}, got {getattr(options, key)}")
+        if options.width % 2:
+            raise ConfigError(f"task.options.width: expected an even number, got {options.width}")
 
     # --- data ----------------------------------------------------------------------------
     def _root(self) -> Path:
@@ -115,6 +116,8 @@ class PoseTask(Task):
         self.input_hw = (opt.input_height, opt.input_width)
         self.stride = opt.stride if opt.model == "small" else 4
         self.heatmap_hw = (opt.input_height // self.stride, opt.input_width // self.stride)
+        if opt.weights_file and not Path(opt.weights_file).is_file():
+            raise InputError(f"task.options.weights_file: {opt.weights_file!r} is not a file")
         root = self._root()
         self.train_set = pose_data.load_split(root, opt.train_split, self.input_hw, self.heatmap_hw,
                                               opt.train_limit or None)
@@ -186,15 +189,15 @@ class PoseTask(Task):
             value.backward()
             adam.step()
             schedule.step()
-        metrics = self.evaluate(net)
+        heatmaps = self._predict(net, self.val_set.images)
+        if not torch.isfinite(heatmaps).all():
+            return TrainResult.invalid("the trained network's heatmaps are not finite", total)
+        metrics = self.evaluate(heatmaps)
         return TrainResult(score=metrics[self.metric], metrics=metrics, iterations=total)
 
-    def evaluate(self, net: torch.nn.Module) -> Dict[str, float]:
-        """COCO keypoint AP of `net` on the validation crops (pycocotools)."""
+    def evaluate(self, heatmaps: torch.Tensor) -> Dict[str, float]:
+        """COCO keypoint AP of predicted validation heatmaps (pycocotools)."""
         vs = self.val_set
-        heatmaps = self._predict(net, vs.images)
-        if not torch.isfinite(heatmaps).all():
-            return {"ap": 0.0, "ap50": 0.0, "ap75": 0.0, "ar": 0.0}
         coords, maxvals = pose_metric.decode(heatmaps, self.stride)
         keypoints = pose_metric.to_image(coords.numpy(), vs.centers, vs.scales, self.input_hw)
         results = pose_metric.coco_results(vs.image_ids, keypoints, maxvals.numpy())

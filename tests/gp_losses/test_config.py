@@ -20,6 +20,11 @@ MALFORMED = [
     (["--set", "search.depth=9", "--set", "search.height_limit=5"], "search.depth", "height_limit"),
     (["--set", "search.rejection=maybe"], "search.rejection", "true or false"),
     (["--set", "seed=1.5"], "seed", "an integer"),
+    (["--set", "protocol.eta=.nan"], "protocol.eta", "a finite number"),
+    (["--set", "task.options.hidden=-5"], "task.options.hidden", "expected a value >= 1"),
+    (["--set", "task.options.lr=0"], "task.options.lr", "expected a value > 0"),
+    (["--set", "task.options.eval_size=1797"], "task.options.eval_size", "<= 1697"),
+    (["--set", "search.max_failed_share=2"], "search.max_failed_share", "<= 1"),
 ]
 
 
@@ -85,8 +90,10 @@ def test_workers_spread_over_gpus(kind, index, gpus, expected):
     assert device_for(kind, index, gpus) == expected
 
 
-def test_cuda_without_a_gpu_is_an_error():
-    with pytest.raises(RuntimeError, match="no CUDA device"):
+def test_cuda_without_a_gpu_is_bad_input():
+    from gp_losses.errors import InputError
+
+    with pytest.raises(InputError, match="no CUDA device"):
         device_for("cuda", 0, 0)
 
 
@@ -97,3 +104,39 @@ def test_local_index_claims_distinct_slots_per_run():
 
     run_id = f"test-{uuid.uuid4().hex}"
     assert [local_index(run_id) for _ in range(3)] == [0, 1, 2]
+
+
+def test_numbers_in_scientific_notation_are_numbers(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("protocol:\n  lr: 5e-3\nsearch:\n  evaluations: 1E4\nproxy:\n  timeout_s: 1.5e+2\n")
+    config = load_run_config("cls", str(path), ["protocol.eta=1e-1", "search.population_init=2E1"])
+    assert config.protocol.lr == 0.005 and config.search.evaluations == 10000
+    assert config.proxy.timeout_s == 150.0 and config.protocol.eta == 0.1
+    assert config.search.population_init == 20 and isinstance(config.search.population_init, int)
+    assert cfg.parse_yaml("a: 1.2.3\nb: e5\nc: 1e")["a"] == "1.2.3"  # not numbers stay strings
+
+
+def test_a_config_file_leaving_keys_out_gets_the_tasks_defaults(tmp_path):
+    """Layers: dataclass defaults < runs/<task>.yaml < --config file < --set."""
+    path = tmp_path / "short.yaml"
+    path.write_text("task:\n  name: pose\n  options:\n    iterations: 50\nsearch:\n  evaluations: 3\n")
+    config = load_run_config(None, str(path), ["search.depth=2"])
+    options = config.task.options
+    assert options["schedule"] == "constant" and options["batch_size"] == 8  # runs/pose.yaml
+    assert options["iterations"] == 50 and config.search.evaluations == 3  # the file
+    assert config.search.depth == 2 and config.protocol.reject_step == 10  # --set; runs/pose.yaml
+    assert config.search.height_limit == 17  # the dataclass default, set by no layer
+    again = load_run_config("pose", str(path), [])
+    assert again.task.options["schedule"] == "constant"
+
+
+@pytest.mark.parametrize("override, key, expected", [
+    ("task.options.input_height=60", "task.options.input_height", "multiple of 8"),
+    ("task.options.stride=3", "task.options.stride", "one of 2, 4, 8"),
+    ("task.options.synthetic_train=0", "task.options.synthetic_train", ">= 1"),
+    ("task.options.epochs=-1", "task.options.epochs", ">= 0"),
+])
+def test_pose_options_are_checked_with_their_ranges(override, key, expected):
+    with pytest.raises(cfg.ConfigError, match=key) as info:
+        load_run_config("pose", None, [override])
+    assert expected in str(info.value)

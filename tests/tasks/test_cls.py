@@ -29,5 +29,5 @@ def test_cross_entropy_beats_a_loss_that_ignores_the_target(small_task):
 def test_a_loss_without_the_prediction_is_invalid_with_a_clear_message(small_task):
     space = SearchSpace(small_task.branches)
     result = proxy_evaluate(small_task, space.compile(space.parse("Square(Add(y, one))")), 0, 60)
-    assert result["status"] == "invalid" and result["score"] == 0.0
+    assert result["status"] == "invalid" and result["score"] is None
     assert "does not depend on the prediction" in result["error"] and result["iterations"] == 1

@@ -1,0 +1,149 @@
+"""The process that runs a search's jobs: it holds the task and dies alone.
+
+A `gp_losses.sandbox.Sandbox` starts this module in a child process, once per worker (serial
+runs included), and sends it plain data: first the run's spec, then one job at a time. The
+task is built and set up here, once, before any job and outside every job's time limit; if
+that fails, the child says why and exits, and the run stops. A job that crashes the process
+(a segfault, os._exit, an out-of-memory kill) costs only that job: the sandbox notices the
+closed pipe and starts a fresh child.
+
+    parent -> child   ("init", {"spec", "index", "path"})  then ("protocol" | "train", job)
+    child -> parent   ("ready", device) | ("failed", {"message", "bad_input"})  then ("done", result)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+
+from gp_losses import config as cfg
+from gp_losses.context import build_context
+from gp_losses.errors import InputError, TaskSetupError, describe
+from gp_losses.evaluate import CandidateTimeout, call_with_time_limit, proxy_evaluate
+from gp_losses.outcomes import ProtocolResult, training_failure
+from gp_losses.parallel import device_for
+from gp_losses.rejection import Protocol
+from gp_losses.trees import parse_tree
+
+
+class WorkerState:
+    """What the child holds for one run: context, the task on its device (set up), protocol."""
+
+    def __init__(self, spec: Dict[str, Any], index: int) -> None:
+        config = cfg.build(cfg.RunConfig, spec["config"])
+        torch.set_num_threads(config.proxy.threads)
+        self.context = build_context(config)
+        gpus = torch.cuda.device_count() if config.proxy.device != "cpu" else 0
+        self.device = device_for(config.proxy.device, index, gpus)
+        self.task = self.context.make_task(self.device)
+        self.task.ensure_setup()
+        self.protocol: Optional[Protocol] = None
+        if config.search.rejection or config.search.equivalence:
+            space = self.context.space
+            self.protocol = Protocol(self.task, space.branches, space.operators, config.protocol)
+
+
+def run_protocol(state: WorkerState, job: Tuple[int, str, bool]) -> Dict[str, Any]:
+    """The rejection protocol on one branch tree: ProtocolResult.to_dict(), never raising."""
+    branch, expr, optimize = job
+    start, error = time.perf_counter(), None
+    try:
+        tree = parse_tree(expr, state.context.space.psets[branch])
+        result = call_with_time_limit(lambda: state.protocol.check(branch, tree, optimize),
+                                      state.context.config.protocol.timeout_s)
+    except CandidateTimeout as exc:
+        result, error = ProtocolResult(False, "timeout"), str(exc)
+    except Exception as exc:  # a failing candidate is a result
+        result, error = ProtocolResult(False, "error"), describe(exc)
+    if error:
+        result.seconds = time.perf_counter() - start
+    return result.to_dict(error)
+
+
+def run_training(state: WorkerState, job: Tuple[Dict[str, str], int]) -> Dict[str, Any]:
+    """Proxy evaluation of one loss ({branch: expr}) with a seed; a result dict, never raising."""
+    exprs, seed = job
+    config = state.context.config
+    try:
+        loss = state.context.space.compile(state.context.space.parse(exprs))
+    except Exception as exc:
+        out = training_failure("error", describe(exc))
+    else:
+        out = proxy_evaluate(state.task, loss, seed, config.proxy.timeout_s, config.search.stop_invalid)
+    out["device"] = state.device
+    return out
+
+
+JOBS: Dict[str, Callable[[WorkerState, Any], Dict[str, Any]]] = {
+    "protocol": run_protocol, "train": run_training}
+
+
+class InProcess:
+    """Runs jobs in this process (`proxy.isolate: false`), with the Sandbox's interface."""
+
+    def __init__(self, spec: Dict[str, Any], index: int = 0) -> None:
+        self.spec, self.index = spec, index
+        self.state: Optional[WorkerState] = None
+
+    def start(self) -> None:
+        if self.state is None:
+            try:
+                self.state = WorkerState(self.spec, self.index)
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, InputError) else describe(exc)
+                raise TaskSetupError(f"task setup failed: {message}", isinstance(exc, InputError)) from exc
+
+    def call(self, kind: str, job: Any, timeout: float) -> Dict[str, Any]:
+        self.start()
+        return JOBS[kind](self.state, job)
+
+    def close(self) -> None:
+        self.state = None
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this process when its parent ends, even in the middle of a job."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main(read_fd: int, write_fd: int, parent: int) -> None:
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    _, init = inbox.recv()
+    sys.path[:] = init["path"]
+    try:
+        state = WorkerState(init["spec"], init["index"])
+    except BaseException as exc:  # the task cannot be set up: say why, and stop
+        outbox.send(("failed", {"message": str(exc) if isinstance(exc, InputError) else describe(exc),
+                                "bad_input": isinstance(exc, InputError)}))
+        return
+    outbox.send(("ready", state.device))
+    while True:
+        try:
+            kind, job = inbox.recv()
+        except EOFError:  # the parent closed the pipe: the run is over; skip the slow teardown
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        outbox.send(("done", JOBS[kind](state, job)))

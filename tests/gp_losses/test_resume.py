@@ -1,0 +1,146 @@
+"""A resume continues the same run: after a kill at any point once the run directory exists,
+with any number of SCOOP workers; a damaged checkpoint or a second search on the same
+directory is refused with a message, and a killed run shows as `stale`."""
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+from search_helpers import FAST, IN_PROCESS, ROOT, cli, lines, sets, stable, status, wait_for
+
+from gp_losses.cli import main
+from gp_losses.search import run_search
+
+FAULTY = "toy_tasks:FaultyDigits"
+
+
+def _kill(proc):
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+
+
+def _same_run(a, b):
+    assert stable(lines(a)) == stable(lines(b))
+    assert json.loads((a / "hall_of_fame.json").read_text()) == json.loads((b / "hall_of_fame.json").read_text())
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, capsys):
+    overrides = FAST + ["search.evaluations=14"]
+    killed = tmp_path / "killed"
+    proc = cli("search", "--task", "cls", "--seed", "1", *sets(overrides), "--out", str(killed))
+    assert wait_for(lambda: status(killed).get("evaluations", 0) >= 6)
+    _kill(proc)
+    assert status(killed)["state"] == "running" and status(killed)["evaluations"] < 14  # really interrupted
+    assert main(["show", str(killed)]) == 0
+    shown = json.loads(capsys.readouterr().out)["status"]
+    assert shown["state"] == "stale" and f"--resume {killed}" in shown["note"]
+    resumed = cli("search", "--resume", str(killed))
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    reference = tmp_path / "reference"  # jobs in this process: the same records
+    run_search("cls", out=str(reference), seed=1, overrides=overrides + [IN_PROCESS])
+    _same_run(killed, reference)
+    assert status(killed)["state"] == "finished"
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path):
+    """Killed while its first training hangs (once): no checkpoint yet, and --resume starts the
+    run again from its config.yaml."""
+    overrides = FAST + ["task.options.fault=hang", "task.options.fault_eval=0", "task.options.run_seed=1",
+                        f"task.options.fault_dir={tmp_path}"]
+    killed = tmp_path / "killed"
+    proc = cli("search", "--task", FAULTY, "--seed", "1", *sets(overrides), "--out", str(killed))
+    assert wait_for(lambda: (tmp_path / "fault").exists())
+    _kill(proc)
+    assert not (killed / "checkpoint.pkl").exists() and (killed / "config.yaml").exists()
+    resumed = cli("search", "--resume", str(killed))
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    reference = tmp_path / "reference"
+    run_search(FAULTY, out=str(reference), seed=1, overrides=overrides + [IN_PROCESS])  # fault spent
+    _same_run(killed, reference)
+
+
+def test_resume_extends_a_finished_run(tmp_path):
+    out = tmp_path / "run"
+    run_search("cls", out=str(out), seed=2, overrides=FAST + ["search.evaluations=6", IN_PROCESS])
+    summary = run_search(None, resume=str(out), evaluations=9)
+    assert summary["evaluations"] == 9
+    evaluated = sorted(r["eval"] for r in lines(out) if "eval" in r)
+    assert evaluated == list(range(9))
+    assert "evaluations: 9" in (out / "config.yaml").read_text()
+
+
+def test_scoop_run_resumed_serially_equals_a_serial_run(tmp_path):
+    """`python -m scoop -n 2` with the default batch (one per worker): both workers train, a
+    loss that kills its process every time is an `error`, and the run, resumed without SCOOP,
+    keeps batch 2 and ends as the serial run with batch 2 does."""
+    overrides = [o for o in FAST if not o.startswith("search.batch")] + [
+        "task.options.fault=exit", "task.options.fault_eval=3", "task.options.run_seed=0"]
+    out = tmp_path / "scoop"
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "tests"))
+    done = subprocess.run([sys.executable, "-m", "scoop", "-n", "2", "gp_losses/main.py", "--task", FAULTY,
+                           "--seed", "0", *sets(overrides + ["search.evaluations=6"]), "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert status(out)["state"] == "finished", done.stderr[-3000:]
+    assert "batch: 2" in (out / "config.yaml").read_text()
+    trained = [r for r in lines(out) if r.get("status") == "ok"]
+    assert len({r["worker"] for r in trained}) == 2
+    (crashed,) = [r for r in lines(out) if r.get("eval") == 3]
+    assert crashed["status"] == "error" and "process died: exit code 3" in crashed["error"]
+    run_search(None, resume=str(out), evaluations=10)
+    serial = tmp_path / "serial"
+    run_search(FAULTY, out=str(serial), seed=0, overrides=overrides + ["search.batch=2"])
+    _same_run(out, serial)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    run_search("cls", out=str(out), seed=0, overrides=FAST + ["search.evaluations=2", IN_PROCESS])
+    return out
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data[: len(data) // 2], "cannot be read"),
+    (lambda data: b"not a pickle at all", "cannot be read"),
+    (lambda data: pickle.dumps({"format": 1, "version": "0.0.1", "state": None}),
+     "written by gp-losses 0.0.1 (checkpoint format 1)"),
+    (lambda data: pickle.dumps([1, 2, 3]), "written by another version"),
+])
+def test_a_damaged_checkpoint_is_refused_with_exit_2(tmp_path, capsys, finished_run, damage, message):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    path = out / "checkpoint.pkl"
+    path.write_bytes(damage(path.read_bytes()))
+    capsys.readouterr()
+    assert main(["search", "--resume", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "checkpoint.pkl" in err and "Traceback" not in err
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys):
+    assert main(["search", "--resume", str(tmp_path / "missing")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    assert main(["search", "--resume", str(tmp_path)]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+    assert main(["search", "--resume", str(tmp_path), "--seed", "3"]) == 2
+    assert "only --evaluations" in capsys.readouterr().err
+
+
+def test_a_second_search_on_the_same_directory_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    first = cli("search", "--task", FAULTY, *sets(FAST + ["task.options.setup_fault=slow"]), "--out", str(out))
+    assert wait_for(lambda: status(out)["state"] == "running")
+    assert main(["search", "--resume", str(out)]) == 2
+    assert "is in use by another search (pid" in capsys.readouterr().err
+    assert main(["search", "--task", "cls", "--out", str(out)]) == 2
+    assert "in use by another search" in capsys.readouterr().err
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert status(out)["state"] == "finished" and len([r for r in lines(out) if "eval" in r]) == 10

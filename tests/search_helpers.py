@@ -1,0 +1,56 @@
+"""Helpers for the engine's end-to-end tests: a fast configuration, the run files, the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["search.population_init=4", "search.evaluations=10", "search.batch=2", "protocol.steps=100",
+        "protocol.lr=0.005", "task.options.iterations=30"]
+"""A digits search of 10 evaluations that runs in seconds."""
+IN_PROCESS = "proxy.isolate=false"
+"""Jobs in the test's own process: 2-3 s faster per run. For tests that are not about
+isolation; a run's records are the same either way (tests/gp_losses/test_resume.py)."""
+
+
+def sets(overrides):
+    """`--set` flags for a list of overrides."""
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+def lines(run_dir):
+    with open(os.path.join(run_dir, "evaluations.jsonl")) as fh:
+        return [json.loads(line) for line in fh]
+
+
+def status(run_dir):
+    with open(os.path.join(run_dir, "status.json")) as fh:
+        return json.load(fh)
+
+
+def stable(records):
+    """Records without what legitimately differs between runs: timings and process ids."""
+    drop = {"seconds", "worker", "device"}
+    return [{k: v for k, v in r.items() if k not in drop} for r in records]
+
+
+def cli(*argv, **kw):
+    """`python -m gp_losses ARGV` in the repository, with the toy tasks importable."""
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "tests"))
+    return subprocess.Popen([sys.executable, "-m", "gp_losses", *argv], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def wait_for(condition, timeout=240.0):
+    """Poll `condition()` until it is true; False if `timeout` passes first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if condition():
+                return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    return False
