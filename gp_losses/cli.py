@@ -13,6 +13,7 @@ import random
 import sys
 from typing import Callable, Dict, List, Optional, Sequence
 
+from gp_losses import __version__
 from gp_losses.errors import GpLossesError, InputError
 
 log = logging.getLogger("gp_losses")
@@ -261,8 +262,6 @@ def _space_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gp_losses import __version__
-
     parser = argparse.ArgumentParser(
         prog="gp-losses", description="Search loss functions from scratch (AutoLoss-Zero).")
     parser.add_argument("--version", action="version", version=f"gp-losses {__version__}")
@@ -341,8 +340,6 @@ def search_main(argv: Optional[List[str]] = None) -> int:
     """`gp_losses/main.py`: the search flags without a subcommand."""
     parser = argparse.ArgumentParser(prog="gp_losses/main.py",
                                      description="Search a loss function for a task.")
-    from gp_losses import __version__
-
     add_search_arguments(parser)
     parser.add_argument("--version", action="version", version=f"gp-losses {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")

@@ -58,13 +58,13 @@ class RunDir:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise InputError(f"--out {str(path)!r} is a file, not a directory")
-        path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
+        if run.has_files():  # checked before the lock, so that no .lock is left in a user's folder
+            run.refuse_existing()
+        path.mkdir(parents=True, exist_ok=True)
         run.lock()
-        if any(p.name != LOCK for p in path.iterdir()):
-            run.release()
-            raise InputError(f"run directory {str(path)!r} exists and is not empty: "
-                             f"use --resume {path} to continue it, or another --out")
+        if run.has_files():  # another search wrote here between the check and the lock
+            run.refuse_existing()
         atomic_write(path / "config.yaml", config_yaml.encode())
         (path / "evaluations.jsonl").touch()
         return run
@@ -102,6 +102,17 @@ class RunDir:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+    def has_files(self) -> bool:
+        return self.path.is_dir() and any(p.name != LOCK for p in self.path.iterdir())
+
+    def refuse_existing(self) -> None:
+        """InputError for a directory that holds a run: in use by a search, or not empty."""
+        if self._lock is None and (self.path / LOCK).exists():
+            self.lock()  # InputError naming the owner when a search holds it
+        self.release()
+        raise InputError(f"run directory {str(self.path)!r} exists and is not empty: "
+                         f"use --resume {self.path} to continue it, or another --out")
 
     def has_checkpoint(self) -> bool:
         return (self.path / CHECKPOINT).is_file()

@@ -53,6 +53,7 @@ class Sandbox:
         self._send: Optional[Connection] = None
         self._recv: Optional[Connection] = None
         self.device: Optional[str] = None
+        self.busy = False
 
     def start(self) -> None:
         """Start the child and set up the task in it (no time limit: data may take long to load).
@@ -87,8 +88,11 @@ class Sandbox:
         for attempt in range(1 + self.retries):
             self.start()
             try:
+                self.busy = True
                 self._send.send((kind, job))
-                return self._answer(timeout)[1]
+                answer = self._answer(timeout)[1]
+                self.busy = False
+                return answer
             except (ProcessDied, BrokenPipeError) as exc:
                 death = str(exc) if isinstance(exc, ProcessDied) else self._reap()
                 self.close()
@@ -118,7 +122,10 @@ class Sandbox:
         return f"exit code {code}"
 
     def close(self, kill: bool = False) -> None:
-        """End the child: close its pipe (it exits), or kill it."""
+        """End the child: close its pipe (it exits once idle), or kill it (also when it is in the
+        middle of a job, e.g. after Ctrl-C in the parent)."""
+        kill = kill or self.busy
+        self.busy = False
         for conn in (self._send, self._recv):
             if conn is not None:
                 conn.close()

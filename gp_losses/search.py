@@ -18,7 +18,7 @@ from gp_losses.context import build_context, load_run_config
 from gp_losses.errors import InputError
 from gp_losses.evolution import Evolution, SearchState, evaluation_seed
 from gp_losses.parallel import parallel_map, scoop_running, start_workers, train_job, worker_count
-from gp_losses.rundir import RunDir
+from gp_losses.rundir import RunDir, atomic_write
 from gp_losses.sandbox import close_all
 
 log = logging.getLogger("gp_losses")
@@ -55,7 +55,7 @@ def prepare(task: Optional[str], config_path: Optional[str], out: Optional[str],
             log.info("%s has no checkpoint yet: the run starts over from its config.yaml", rundir.path)
         rundir.truncate_evaluations(state.jsonl_size if state else 0)
         if evaluations:
-            rundir.path.joinpath("config.yaml").write_text(cfg.dump(config))
+            atomic_write(rundir.path / "config.yaml", cfg.dump(config).encode())
         return context, rundir, state
     extra = list(overrides)
     if seed is not None:
