@@ -151,7 +151,7 @@ def resolve_loss(context, items: Sequence[str]) -> Dict[str, str]:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from gp_losses.parallel import device_for
+    from gp_losses.worker import device_for
     from gp_losses.rejection import Protocol
 
     context = _task_context(args)
@@ -174,7 +174,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from gp_losses.evaluate import proxy_evaluate
-    from gp_losses.parallel import device_for
+    from gp_losses.worker import device_for
 
     context = _task_context(args)
     import torch

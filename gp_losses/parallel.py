@@ -17,7 +17,6 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
-from gp_losses.errors import InputError
 from gp_losses.outcomes import ProtocolResult, training_failure
 from gp_losses.sandbox import JobTimeout, ProcessDied, hard_limit, sandbox
 
@@ -73,15 +72,6 @@ def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> List[Any]:
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def device_for(kind: str, local_index: int, gpu_count: int) -> str:
-    """`auto` is CUDA when a GPU is present; with G GPUs a worker takes GPU local_index mod G."""
-    if kind == "cpu" or (kind == "auto" and gpu_count == 0):
-        return "cpu"
-    if gpu_count == 0:
-        raise InputError("proxy.device is 'cuda' but no CUDA device is available; use auto or cpu")
-    return f"cuda:{local_index % gpu_count}"
 
 
 _CLAIMED: List[str] = []

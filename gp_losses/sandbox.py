@@ -52,7 +52,6 @@ class Sandbox:
         self.proc: Optional[subprocess.Popen] = None
         self._send: Optional[Connection] = None
         self._recv: Optional[Connection] = None
-        self.device: Optional[str] = None
         self.busy = False
 
     def start(self) -> None:
@@ -80,12 +79,11 @@ class Sandbox:
             raise TaskSetupError(f"task setup: the worker process died ({exc})") from None
         if tag == "failed":
             self.close()
-            raise TaskSetupError(f"task setup failed: {answer['message']}", answer["bad_input"])
-        self.device = answer
+            raise TaskSetupError(*answer)
 
     def call(self, kind: str, job: Any, timeout: float) -> Dict[str, Any]:
         """Run one job in the child; its result, or ProcessDied / JobTimeout."""
-        for attempt in range(1 + self.retries):
+        for _ in range(1 + self.retries):
             self.start()
             try:
                 self.busy = True

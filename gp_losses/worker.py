@@ -8,7 +8,7 @@ that fails, the child says why and exits, and the run stops. A job that crashes 
 closed pipe and starts a fresh child.
 
     parent -> child   ("init", {"spec", "index", "path"})  then ("protocol" | "train", job)
-    child -> parent   ("ready", device) | ("failed", {"message", "bad_input"})  then ("done", result)
+    child -> parent   ("ready", device) | ("failed", (message, bad_input))  then ("done", result)
 """
 
 from __future__ import annotations
@@ -28,9 +28,17 @@ from gp_losses.context import build_context
 from gp_losses.errors import InputError, TaskSetupError, describe
 from gp_losses.evaluate import CandidateTimeout, call_with_time_limit, proxy_evaluate
 from gp_losses.outcomes import ProtocolResult, training_failure
-from gp_losses.parallel import device_for
 from gp_losses.rejection import Protocol
 from gp_losses.trees import parse_tree
+
+
+def device_for(kind: str, local_index: int, gpu_count: int) -> str:
+    """`auto` is CUDA when a GPU is present; with G GPUs a worker takes GPU local_index mod G."""
+    if kind == "cpu" or (kind == "auto" and gpu_count == 0):
+        return "cpu"
+    if gpu_count == 0:
+        raise InputError("proxy.device is 'cuda' but no CUDA device is available; use auto or cpu")
+    return f"cuda:{local_index % gpu_count}"
 
 
 class WorkerState:
@@ -81,6 +89,12 @@ def run_training(state: WorkerState, job: Tuple[Dict[str, str], int]) -> Dict[st
     return out
 
 
+def setup_failure(exc: BaseException) -> Tuple[str, bool]:
+    """TaskSetupError's arguments for an exception raised while setting the task up."""
+    bad_input = isinstance(exc, InputError)
+    return f"task setup failed: {exc if bad_input else describe(exc)}", bad_input
+
+
 JOBS: Dict[str, Callable[[WorkerState, Any], Dict[str, Any]]] = {
     "protocol": run_protocol, "train": run_training}
 
@@ -97,8 +111,7 @@ class InProcess:
             try:
                 self.state = WorkerState(self.spec, self.index)
             except Exception as exc:
-                message = str(exc) if isinstance(exc, InputError) else describe(exc)
-                raise TaskSetupError(f"task setup failed: {message}", isinstance(exc, InputError)) from exc
+                raise TaskSetupError(*setup_failure(exc)) from exc
 
     def call(self, kind: str, job: Any, timeout: float) -> Dict[str, Any]:
         self.start()
@@ -135,8 +148,7 @@ def main(read_fd: int, write_fd: int, parent: int) -> None:
     try:
         state = WorkerState(init["spec"], init["index"])
     except BaseException as exc:  # the task cannot be set up: say why, and stop
-        outbox.send(("failed", {"message": str(exc) if isinstance(exc, InputError) else describe(exc),
-                                "bad_input": isinstance(exc, InputError)}))
+        outbox.send(("failed", setup_failure(exc)))
         return
     outbox.send(("ready", state.device))
     while True:

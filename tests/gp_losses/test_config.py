@@ -5,7 +5,7 @@ import pytest
 from gp_losses import config as cfg
 from gp_losses.cli import main
 from gp_losses.context import build_context, load_run_config
-from gp_losses.parallel import device_for
+from gp_losses.worker import device_for
 
 MALFORMED = [
     (["--set", "search.evaluatons=3"], "search.evaluatons", "did you mean 'search.evaluations'"),
