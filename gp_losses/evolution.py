@@ -24,113 +24,28 @@ equivalent loss met later is evaluated afresh. When most recent jobs fail
 
 from __future__ import annotations
 
-import collections
 import logging
 import random
 import time
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from deap import base, tools
 from tqdm import tqdm
 
 from gp_losses import variation
 from gp_losses.config import to_dict
 from gp_losses.context import Context
 from gp_losses.errors import RunFailed
-from gp_losses.outcomes import REASONS, TRANSIENT, ProtocolResult, cacheable, reusable
+from gp_losses.outcomes import REASONS, TRANSIENT, FailureWatch, ProtocolResult, cacheable, reusable
 from gp_losses.parallel import parallel_map, protocol_job, train_job
+from gp_losses.population import FAILED, Individual, SearchState, Slot, make_statistics, scored
 from gp_losses.rejection import static_reason
 from gp_losses.rundir import RunDir
-from gp_losses.trees import Loss, LossTree
+from gp_losses.trees import LossTree
 
 log = logging.getLogger("gp_losses")
 PROTOCOL_CACHE_SIZE = 50_000
-FAILED = -1.0
-"""The fitness of a loss without a score (a failed or invalid training): below every score,
-so that a tournament never prefers it; it is never shown as a score."""
-
-
-class Fitness(base.Fitness):
-    weights = (1.0,)
-
-
-class Individual(Loss):
-    """A loss in the population: its trees, a DEAP fitness, and what was recorded about it."""
-
-    def __init__(self, trees=(), info: Optional[Dict[str, Any]] = None) -> None:
-        super().__init__(trees)
-        self.fitness = Fitness()
-        self.info: Dict[str, Any] = dict(info or {})
-
-
-def same_loss(a: Individual, b: Individual) -> bool:
-    """Hall-of-fame duplicates: the same expressions, or the same gradient fingerprint."""
-    return a.info["expr"] == b.info["expr"] or (
-        all(a.info["fingerprint"]) and a.info["fingerprint"] == b.info["fingerprint"])
-
-
-def top_mean(values: List[float], k: int = 5) -> float:
-    return float(np.mean(sorted(values, reverse=True)[:k])) if len(values) else float("nan")
-
-
-def _max(values: List[float]) -> float:
-    return float(np.max(values)) if len(values) else float("nan")
-
-
-def _mean(values: List[float]) -> float:
-    return float(np.mean(values)) if len(values) else float("nan")
-
-
-def make_statistics() -> tools.Statistics:
-    """Statistics of the population's scores (losses without a score are left out)."""
-    stats = tools.Statistics(key=lambda ind: ind.info["score"])
-    stats.register("pop_max", _max)
-    stats.register("pop_mean", _mean)
-    stats.register("top5", top_mean)
-    return stats
-
-
-def scored(population: List[Individual]) -> List[Individual]:
-    return [ind for ind in population if ind.info.get("score") is not None]
-
-
-@dataclass
-class SearchState:
-    """Everything a checkpoint holds; pickled after every batch."""
-
-    population: List[Individual] = field(default_factory=list)
-    known: Dict[Any, Dict[str, Any]] = field(default_factory=dict)
-    protocol_cache: "collections.OrderedDict" = field(default_factory=collections.OrderedDict)
-    counts: "collections.Counter" = field(default_factory=collections.Counter)
-    seconds: Dict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
-    created: int = 0
-    evaluations: int = 0
-    explored: int = 0
-    lines: int = 0
-    batches: int = 0
-    hof: tools.HallOfFame = field(default_factory=lambda: tools.HallOfFame(10, similar=same_loss))
-    logbook: tools.Logbook = field(default_factory=tools.Logbook)
-    jsonl_size: int = 0
-    batch_size: int = 0
-    rng_state: Any = None
-    numpy_state: Any = None
-    torch_state: Any = None
-
-
-@dataclass
-class Slot:
-    """One offspring being made: its parent (None while initializing) and accepted trees."""
-
-    parent: Optional[Individual]
-    trees: List[Optional[LossTree]]
-    fingerprints: List[Tuple[float, ...]]
-    origin: List[Dict[str, Any]]
-    attempts: int = 0
-
-
 FILL_ROUNDS = 8
 """Most select-reject-dedupe rounds in one batch while offspring keep reusing known scores."""
 
@@ -155,10 +70,8 @@ class Evolution:
         if state is not None:
             self._restore_random_state()
         self.batch_size = self.state.batch_size = self.state.batch_size or self.cfg.search.batch or workers
-        window = self.cfg.search.failure_window
-        self.recent = {"training": collections.deque(maxlen=window),
-                       "protocol": collections.deque(maxlen=window)}
-        """The last outcomes of each kind of job in this process: None, or a failure's message."""
+        self.failures = FailureWatch(self.cfg.search.failure_window, self.cfg.search.max_failed_share)
+        """Recent job outcomes in this process (a resumed run starts afresh)."""
         self.to_train = self.cfg.search.evaluations - self.state.evaluations
         """Proxy evaluations this process has to run: a shorter run is judged on all of them."""
 
@@ -175,7 +88,7 @@ class Evolution:
                 eval_records = self.evaluate(children, jobs)
                 self.age(children)
                 self.record(records + eval_records, time.perf_counter() - start)
-                self.check_failures("training", min(self.cfg.search.failure_window, self.to_train))
+                self.failures.check("training", min(self.cfg.search.failure_window, self.to_train))
                 bar.update(self.state.evaluations - before)
                 bar.set_postfix(best=f"{self._best():.4f}", explored=self.state.explored,
                                 rejected=self._rejected(), reused=self.state.counts["reused"])
@@ -238,8 +151,8 @@ class Evolution:
                 if search.rejection and cacheable(result):
                     self._cache_put((entry["branch"], entry["expr"]), result)
                 failed = not result["passed"] and result["reason"] in TRANSIENT
-                self.recent["protocol"].append(result["error"] or result["reason"] if failed else None)
-            self.check_failures("protocol", search.failure_window)
+                self.failures.add("protocol", result["error"] or result["reason"] if failed else None)
+            self.failures.check("protocol", search.failure_window)
             pending = []
             for slot, k, batch in batches:
                 if not self._accept(slot, k, batch, records):
@@ -365,7 +278,7 @@ class Evolution:
         for (_, child), result in zip(jobs, results):
             self.state.seconds["training_worker"] += result["seconds"]
             self.state.counts[result["status"]] += 1
-            self.recent["training"].append(None if reusable(result) else result["error"] or result["status"])
+            self.failures.add("training", None if reusable(result) else result["error"] or result["status"])
             child.info.update(result)
             fp = tuple(tuple(f) for f in child.info["fingerprint"])
             if all(fp) and reusable(result):
@@ -411,19 +324,6 @@ class Evolution:
         pop.extend(c for c in children if c.info["status"] != "unscored")
         del pop[:max(0, len(pop) - self.cfg.search.population_max)]
         self.state.hof.update([c for c in children if c.info["status"] == "ok"])
-
-    def check_failures(self, kind: str, needed: int) -> None:
-        """RunFailed when more than search.max_failed_share of the last jobs of `kind` failed,
-        once `needed` of them have run in this process; the message is the most frequent."""
-        window = self.recent[kind]
-        failures = [message for message in window if message]
-        if len(window) < max(1, needed) or len(failures) <= self.cfg.search.max_failed_share * len(window):
-            return
-        message, count = collections.Counter(failures).most_common(1)[0]
-        what = "proxy evaluations" if kind == "training" else "loss-rejection protocol runs"
-        raise RunFailed(f"{len(failures)} of the last {len(window)} {what} failed (more than "
-                        f"search.max_failed_share = {self.cfg.search.max_failed_share:g}); the most "
-                        f"frequent error ({count}x): {message}")
 
     def record(self, records: List[Dict[str, Any]], seconds: float) -> None:
         """Statistics + Logbook row, evaluations.jsonl, hall_of_fame.json, checkpoint."""

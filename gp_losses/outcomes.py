@@ -11,8 +11,11 @@ Plain data only (no torch), so that processes which only relay jobs stay light.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Deque, Dict, Optional, Tuple
+
+from gp_losses.errors import RunFailed
 
 REASONS = ("no_prediction", "no_target", "no_interaction", "nonfinite", "zero_grad", "low_gain",
            "monotone", "unbounded", "timeout", "error")
@@ -54,3 +57,30 @@ def cacheable(result: Dict[str, Any]) -> bool:
 def reusable(result: Dict[str, Any]) -> bool:
     """Whether an equivalent loss may reuse this training result (`ok` or `invalid`)."""
     return result["status"] not in TRANSIENT
+
+
+class FailureWatch:
+    """The last outcomes of each kind of job — None, or the failure's message — to stop a run
+    whose jobs mostly fail (`search.max_failed_share` of the last `search.failure_window`)."""
+
+    KINDS = {"training": "proxy evaluations", "protocol": "loss-rejection protocol runs"}
+
+    def __init__(self, window: int, share: float) -> None:
+        self.share = share
+        self.recent: Dict[str, Deque[Optional[str]]] = {
+            kind: collections.deque(maxlen=window) for kind in self.KINDS}
+
+    def add(self, kind: str, failure: Optional[str]) -> None:
+        self.recent[kind].append(failure)
+
+    def check(self, kind: str, needed: int) -> None:
+        """RunFailed, with the most frequent message, when more than `share` of the last jobs
+        of `kind` failed, once at least `needed` of them have run."""
+        window = self.recent[kind]
+        failures = [message for message in window if message]
+        if len(window) < max(1, needed) or len(failures) <= self.share * len(window):
+            return
+        message, count = collections.Counter(failures).most_common(1)[0]
+        raise RunFailed(f"{len(failures)} of the last {len(window)} {self.KINDS[kind]} failed (more "
+                        f"than search.max_failed_share = {self.share:g}); the most frequent error "
+                        f"({count}x): {message}")

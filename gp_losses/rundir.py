@@ -29,7 +29,7 @@ from gp_losses.errors import InputError
 
 CHECKPOINT = "checkpoint.pkl"
 CHECKPOINT_FORMAT = 2
-"""Raised whenever what a checkpoint holds changes; a checkpoint of another format is refused."""
+"""Incremented whenever what a checkpoint holds changes; a checkpoint of another format is refused."""
 LOCK = ".lock"
 
 

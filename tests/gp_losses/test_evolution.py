@@ -7,7 +7,8 @@ import json
 from search_helpers import FAST, IN_PROCESS, lines
 
 from gp_losses.context import build_context, load_run_config
-from gp_losses.evolution import FILL_ROUNDS, Evolution, Individual, evaluation_seed
+from gp_losses.evolution import FILL_ROUNDS, Evolution, evaluation_seed
+from gp_losses.population import Individual
 from gp_losses.search import run_search
 
 CANDIDATES = ("rejected", "surplus")

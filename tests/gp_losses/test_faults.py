@@ -14,7 +14,8 @@ from gp_losses.config import dump
 from gp_losses.context import build_context, load_run_config
 from gp_losses.errors import RunFailed, TaskSetupError
 from gp_losses.evaluate import CandidateTimeout, call_with_time_limit, proxy_evaluate
-from gp_losses.evolution import Evolution, Slot
+from gp_losses.evolution import Evolution
+from gp_losses.population import Slot
 from gp_losses.outcomes import ProtocolResult
 from gp_losses.rundir import RunDir
 from gp_losses.sandbox import close_all
