@@ -24,10 +24,6 @@ REASONS = ("no_prediction", "no_target", "no_interaction", "nonfinite", "zero_gr
 TRANSIENT = frozenset({"timeout", "error"})
 """Protocol reasons and training statuses that are not facts about the loss."""
 
-STATUSES = ("ok", "invalid", "error", "timeout")
-"""How a proxy training ends; only `ok` has a score."""
-
-
 @dataclass
 class ProtocolResult:
     passed: bool

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from deap import base, tools
@@ -40,24 +40,17 @@ def same_loss(a: Individual, b: Individual) -> bool:
         all(a.info["fingerprint"]) and a.info["fingerprint"] == b.info["fingerprint"])
 
 
-def top_mean(values: List[float], k: int = 5) -> float:
-    return float(np.mean(sorted(values, reverse=True)[:k])) if len(values) else float("nan")
-
-
-def _max(values: List[float]) -> float:
-    return float(np.max(values)) if len(values) else float("nan")
-
-
-def _mean(values: List[float]) -> float:
-    return float(np.mean(values)) if len(values) else float("nan")
+def _or_nan(fn: Callable[[List[float]], float]) -> Callable[[List[float]], float]:
+    """fn over the scores; NaN while no loss of the population has a score."""
+    return lambda values: float(fn(values)) if len(values) else float("nan")
 
 
 def make_statistics() -> tools.Statistics:
     """Statistics of the population's scores (losses without a score are left out)."""
     stats = tools.Statistics(key=lambda ind: ind.info["score"])
-    stats.register("pop_max", _max)
-    stats.register("pop_mean", _mean)
-    stats.register("top5", top_mean)
+    stats.register("pop_max", _or_nan(np.max))
+    stats.register("pop_mean", _or_nan(np.mean))
+    stats.register("top5", _or_nan(lambda values: np.mean(sorted(values, reverse=True)[:5])))
     return stats
 
 
