@@ -67,17 +67,28 @@ class Task:
     """Metric names; each is a search target (`task.metric`), the first is the default."""
     baselines: ClassVar[Dict[str, Dict[str, str]]] = {}
     """Hand-designed losses by name: {baseline: {branch: expression}}."""
+    splits: ClassVar[Tuple[str, ...]] = ("train", "val")
+    """The task's data splits. `train` trains the proxy network and gives the probe samples;
+    `val` scores a search's evaluations; a task that lists `test` can score held-out data that
+    no search has seen (`gp-losses retrain`), with `Task(..., split="test")`."""
+    loss_inputs_doc: ClassVar[Dict[str, str]] = {}
+    """For each branch, how the task maps network outputs and targets to the loss inputs
+    (softmax, one-hot, masks), in words: an exported loss's docstring repeats it."""
 
     @dataclass(frozen=True)
     class Options:
         pass
 
     def __init__(self, options: Optional[Any] = None, metric: Optional[str] = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", split: str = "val") -> None:
         self.options = options if options is not None else self.Options()
         self.metric = metric or self.metrics[0]
         if self.metric not in self.metrics:
             raise ValueError(f"task {self.name!r} has no metric {self.metric!r}; metrics: {self.metrics}")
+        if split == "train" or split not in self.splits:
+            raise ValueError(f"task {self.name!r} cannot score split {split!r}; splits: {self.splits}")
+        self.split = split
+        """The split that `train()` scores: `val` in a search, `test` in a retrain."""
         self.device = torch.device(device)
         self._ready = False
 
@@ -108,7 +119,7 @@ class Task:
         raise NotImplementedError
 
     def train(self, loss: LossFn, seed: int) -> TrainResult:
-        """Train the proxy network from scratch with `loss` and evaluate it.
+        """Train the proxy network from scratch with `loss` and evaluate it on `self.split`.
 
         The engine wraps `loss` so that a non-finite value stops training (status `invalid`)
         and enforces the time limit; the task only trains and scores.

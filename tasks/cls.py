@@ -2,8 +2,10 @@
 
 The engine's fast task: a small MLP trains in about a second on one CPU thread, so the
 search, its tests and its benchmarks run in minutes. One loss branch, inputs `yhat` (softmax
-probabilities, shape (N, 10, 1, 1)) and `y` (one-hot labels); metric: accuracy on a held-out
-split of 500 images. No download: the data ships inside scikit-learn.
+probabilities, shape (N, 10, 1, 1)) and `y` (one-hot labels); metric: accuracy. Splits, from
+one fixed permutation: `val` 500 images (the search's score), `test` 400 (only
+`gp-losses retrain` scores it), `train` the other 897. No download: the data ships inside
+scikit-learn.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class DigitsTask(Task):
     metrics = ("accuracy",)
     baselines = {"ce": {"cls": "Neg(Mul(y, Log(yhat)))"},
                  "mse": {"cls": "Square(Add(yhat, Neg(y)))"}}
+    splits = ("train", "val", "test")
+    loss_inputs_doc = {"cls": "yhat = softmax(logits, dim=1) and y = one_hot(labels, 10), both of "
+                              "shape (N, 10, 1, 1) (logits[:, :, None, None])"}
 
     @dataclass(frozen=True)
     class Options:
@@ -44,8 +49,17 @@ class DigitsTask(Task):
         batch_size: int = option(64, 1)
         lr: float = option(0.1, 0, lo_open=True)
         momentum: float = option(0.9, 0, 1)
-        eval_size: int = option(500, 1, 1697, help="held-out images; the rest (>= 100) train")
+        eval_size: int = option(500, 1, 1697, help="val images (the search's score)")
+        test_size: int = option(400, 1, 1697, help="test images (only a retrain scores them)")
         split_seed: int = option(0, 0, 2 ** 32 - 1)
+
+    @classmethod
+    def check_options(cls, options: Any) -> None:
+        from gp_losses.config import ConfigError
+
+        if 1797 - options.eval_size - options.test_size < 100:
+            raise ConfigError(f"task.options.eval_size + test_size: {options.eval_size} + "
+                              f"{options.test_size} leave fewer than 100 of the 1797 images to train on")
 
     def setup(self) -> None:
         from sklearn.datasets import load_digits
@@ -54,9 +68,11 @@ class DigitsTask(Task):
         x = torch.tensor(digits.data / 16.0, dtype=torch.float32)
         y = torch.tensor(digits.target, dtype=torch.long)
         order = torch.from_numpy(np.random.RandomState(self.options.split_seed).permutation(len(y)))
-        n_eval = self.options.eval_size
-        self.x_eval, self.y_eval = x[order[:n_eval]].to(self.device), y[order[:n_eval]].to(self.device)
-        self.x_train, self.y_train = x[order[n_eval:]].to(self.device), y[order[n_eval:]].to(self.device)
+        n_val, n_test = self.options.eval_size, self.options.test_size
+        parts = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
+        scored = parts[self.split]
+        self.x_eval, self.y_eval = x[scored].to(self.device), y[scored].to(self.device)
+        self.x_train, self.y_train = x[parts["train"]].to(self.device), y[parts["train"]].to(self.device)
 
     def _network(self, seed: int) -> nn.Module:
         torch.manual_seed(seed)

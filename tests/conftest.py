@@ -26,11 +26,11 @@ def space():
 
 @pytest.fixture(scope="session")
 def tiny_pose(tmp_path_factory):
-    """The pose task on 48 training and 16 validation synthetic people (written once)."""
+    """The pose task on 48 training, 16 validation and 12 test synthetic people (written once)."""
     from tasks.pose import PoseTask
 
     cache = tmp_path_factory.mktemp("pose-cache")
-    task = PoseTask(PoseTask.Options(cache_dir=str(cache), synthetic_train=48, synthetic_val=16,
+    task = PoseTask(PoseTask.Options(cache_dir=str(cache), synthetic_train=48, synthetic_val=16, synthetic_test=12,
                                      iterations=8, batch_size=8, warmup=2))
     task.ensure_setup()
     return task

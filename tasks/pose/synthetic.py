@@ -4,7 +4,7 @@ Each image holds one articulated 17-joint person with human-like proportions and
 ranges: a torso, limbs of varying width and shade, a head; on a cluttered, noisy background;
 sometimes partly hidden by an occluder (its joints are labelled with visibility 1) or partly
 outside the image (those joints get visibility 0). The result is written once, as
-`person_keypoints_{train,val}.json` plus PNG images, and read back through the same loader
+`person_keypoints_{train,val,test}.json` plus PNG images, and read back through the same loader
 as real COCO data.
 """
 
@@ -156,10 +156,14 @@ def write_split(root: Path, split: str, n: int, seed: int, size: int) -> Path:
     return path
 
 
-def ensure_dataset(root: Path, n_train: int, n_val: int, seed: int, size: int) -> Path:
-    """Generate the dataset under `root` unless it is already there (same parameters)."""
+def ensure_dataset(root: Path, n_train: int, n_val: int, seed: int, size: int,
+                   n_test: int = 300) -> Path:
+    """Generate the dataset under `root` unless it is already there (same parameters). Each
+    split has its own random stream (seed, seed + 1, seed + 2), so adding or resizing the test
+    split leaves train and val as they were; the directory's name carries the other sizes."""
     root = Path(root)
-    for split, n, s in (("train", n_train, seed), ("val", n_val, seed + 1)):
-        if not (root / "annotations" / f"person_keypoints_{split}.json").is_file():
+    for split, n, s in (("train", n_train, seed), ("val", n_val, seed + 1), ("test", n_test, seed + 2)):
+        path = root / "annotations" / f"person_keypoints_{split}.json"
+        if not path.is_file() or (split == "test" and len(json.loads(path.read_text())["images"]) != n):
             write_split(root, split, n, s, size)
     return root

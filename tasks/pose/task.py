@@ -8,6 +8,8 @@ protocol scores each probe crop by its OKS with the ground truth (in [0, 1]).
 
 Data: built-in synthetic people (generated once into a cache directory, then read as COCO),
 or `data_root` pointing at a COCO-layout directory (ground-truth person boxes are used).
+Splits: `train`, `val` (the search's score) and `test` (only `gp-losses retrain` scores it);
+for COCO, name a split with annotations as `test_split` (COCO's test-dev has none).
 """
 
 from __future__ import annotations
@@ -57,19 +59,25 @@ class PoseTask(Task):
     branches = (Branch("heatmap", (YHAT_REAL, Y, ONE)),)
     metrics = ("ap", "ap50", "ap75", "ar")
     baselines = {"mse": {"heatmap": "Square(Add(yhat, Neg(y)))"}}
+    splits = ("train", "val", "test")
+    loss_inputs_doc = {"heatmap": "yhat = predicted heatmaps * w and y = Gaussian target heatmaps "
+                                  "(sigma 2 heatmap pixels) * w, both (N, 17, h, w), where w is 1 for a "
+                                  "labelled joint and 0 otherwise (w[:, :, None, None])"}
 
     @dataclass(frozen=True)
     class Options:
         data_root: str = ""            # COCO-layout directory; "" = built-in synthetic people
         train_split: str = "train"
         val_split: str = "val"
+        test_split: str = "test"
         cache_dir: str = ""            # where synthetic data is written ("" = ~/.cache/gp_losses)
         synthetic_train: int = option(1500, 1)
         synthetic_val: int = option(300, 1)
+        synthetic_test: int = option(300, 1)
         synthetic_seed: int = option(0, 0, 2 ** 32 - 1)
         synthetic_size: int = option(128, 32, 4096, help="side of the synthetic images, pixels")
         train_limit: int = option(0, 0, help="use only the first N training persons (0 = all)")
-        val_limit: int = option(0, 0)
+        val_limit: int = option(0, 0, help="likewise for the scored split (val or test)")
         model: str = option("small", choices=("small", "resnet50"))
         stride: int = option(2, choices=(2, 4, 8), help="heatmap stride of the small model (resnet50: 4)")
         width: int = option(32, 2, help="channels of the small model")
@@ -108,7 +116,7 @@ class PoseTask(Task):
                         f"{opt.synthetic_seed}-{opt.synthetic_size}")
         with _locked(cache / f".{root.name}.lock"):
             ensure_dataset(root, opt.synthetic_train, opt.synthetic_val, opt.synthetic_seed,
-                           opt.synthetic_size)
+                           opt.synthetic_size, opt.synthetic_test)
         return root
 
     def setup(self) -> None:
@@ -121,8 +129,9 @@ class PoseTask(Task):
         root = self._root()
         self.train_set = pose_data.load_split(root, opt.train_split, self.input_hw, self.heatmap_hw,
                                               opt.train_limit or None)
-        self.val_set = pose_data.load_split(root, opt.val_split, self.input_hw, self.heatmap_hw,
-                                            opt.val_limit or None)
+        split = opt.test_split if self.split == "test" else opt.val_split
+        self.eval_set = pose_data.load_split(root, split, self.input_hw, self.heatmap_hw,
+                                             opt.val_limit or None)
 
     def _network(self, seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)
@@ -189,15 +198,15 @@ class PoseTask(Task):
             value.backward()
             adam.step()
             schedule.step()
-        heatmaps = self._predict(net, self.val_set.images)
+        heatmaps = self._predict(net, self.eval_set.images)
         if not torch.isfinite(heatmaps).all():
             return TrainResult.invalid("the trained network's heatmaps are not finite", total)
         metrics = self.evaluate(heatmaps)
         return TrainResult(score=metrics[self.metric], metrics=metrics, iterations=total)
 
     def evaluate(self, heatmaps: torch.Tensor) -> Dict[str, float]:
-        """COCO keypoint AP of predicted validation heatmaps (pycocotools)."""
-        vs = self.val_set
+        """COCO keypoint AP of predicted heatmaps of the scored split (pycocotools)."""
+        vs = self.eval_set
         coords, maxvals = pose_metric.decode(heatmaps, self.stride)
         keypoints = pose_metric.to_image(coords.numpy(), vs.centers, vs.scales, self.input_hw)
         results = pose_metric.coco_results(vs.image_ids, keypoints, maxvals.numpy())

@@ -31,3 +31,23 @@ def test_a_loss_without_the_prediction_is_invalid_with_a_clear_message(small_tas
     result = proxy_evaluate(small_task, space.compile(space.parse("Square(Add(y, one))")), 0, 60)
     assert result["status"] == "invalid" and result["score"] is None
     assert "does not depend on the prediction" in result["error"] and result["iterations"] == 1
+
+
+def test_the_three_splits_are_disjoint_and_cover_the_digits():
+    val = DigitsTask(DigitsTask.Options(iterations=1))
+    test = DigitsTask(DigitsTask.Options(iterations=1), split="test")
+    val.ensure_setup()
+    test.ensure_setup()
+    assert (len(val.y_train), len(val.y_eval), len(test.y_eval)) == (897, 500, 400)
+    rows = lambda x: {tuple(r) for r in x.tolist()}  # noqa: E731 - digits images as row sets
+    train, scored_val, scored_test = rows(val.x_train), rows(val.x_eval), rows(test.x_eval)
+    assert rows(test.x_train) == train  # the same training data whichever split is scored
+    # sklearn's digits hold a few duplicate images; no image may be in two splits all the same
+    assert not (train & scored_val) and not (train & scored_test) and not (scored_val & scored_test)
+
+
+def test_a_split_the_task_does_not_have_is_refused():
+    with pytest.raises(ValueError, match="cannot score split 'train'"):
+        DigitsTask(split="train")
+    with pytest.raises(ValueError, match="cannot score split 'holdout'"):
+        DigitsTask(split="holdout")

@@ -78,7 +78,7 @@ def test_decoding_recovers_joints_placed_on_heatmap_pixels():
 
 
 def test_the_tasks_evaluation_path_scores_target_heatmaps_near_1(tiny_pose):
-    vs = tiny_pose.val_set
+    vs = tiny_pose.eval_set
     coords, maxvals = pm.decode(vs.heatmaps, tiny_pose.stride)
     keypoints = pm.to_image(coords.numpy(), vs.centers, vs.scales, tiny_pose.input_hw)
     from tasks.pose.task import restrict
@@ -150,3 +150,17 @@ def test_bad_pose_options_are_config_errors(override, key):
 
     with pytest.raises(ConfigError, match=key):
         load_run_config("pose", None, [override])
+
+
+def test_the_test_split_is_other_people_and_leaves_train_and_val_unchanged(tiny_pose):
+    opt = tiny_pose.options
+    test = PoseTask(opt, split="test")
+    test.ensure_setup()
+    assert len(test.eval_set.images) == opt.synthetic_test == 12
+    assert torch.equal(test.train_set.images, tiny_pose.train_set.images)
+    val_images, test_images = tiny_pose.eval_set.images, test.eval_set.images
+    assert not any(torch.equal(v, t) for v in val_images for t in test_images)
+    root = Path(opt.cache_dir)
+    (folder,) = [p for p in root.iterdir() if p.is_dir()]
+    names = {p.name for p in (folder / "annotations").iterdir()}
+    assert names == {f"person_keypoints_{s}.json" for s in ("train", "val", "test")}
