@@ -226,6 +226,44 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from gp_losses.retrain import retrain
+
+    summary = retrain(args.run_dir, args.top, args.seeds, args.schedule, args.set)
+    log.info("report: %s", f"{args.run_dir}/retrain/report.md")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gp_losses import export
+
+    if args.format == "python":
+        text = export.run_source(args.run_dir, args.rank)
+    else:
+        formulas = export.formula(args.run_dir, args.rank, args.format)
+        text = "\n".join(f if len(formulas) == 1 else f"{b}: {f}" for b, f in formulas.items()) + "\n"
+    if args.output:
+        from pathlib import Path
+
+        try:
+            Path(args.output).write_text(text)
+        except OSError as exc:
+            raise InputError(f"-o {args.output!r}: cannot write it: {exc.strerror}") from None
+        log.info("wrote %s", args.output)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from gp_losses.plot import plot_runs
+
+    path = plot_runs(args.run_dirs, args.output, args.x, args.title)
+    log.info("wrote %s", path)
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from gp_losses.context import default_config_path
     from tasks import TASKS
@@ -295,6 +333,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="run directory")
     p.add_argument("--top", type=_positive, default=10, help="hall-of-fame entries (default 10)")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("retrain", help="train a run's best losses and the baselines again over "
+                                       "seeds, scored on held-out data: RUN_DIR/retrain/report.md")
+    p.add_argument("run_dir", help="run directory of a search")
+    p.add_argument("--top", type=_positive, help="hall-of-fame losses to retrain (default retrain.top, 3)")
+    p.add_argument("--seeds", type=_positive, help="seeds per loss (default retrain.seeds, 3)")
+    p.add_argument("--schedule", choices=("long", "proxy"), default="long",
+                   help="long: the task options of retrain.options (default); proxy: the search's own")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a key of the run's config for the retrain (repeatable)")
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("export", help="a found loss as a standalone torch.nn.Module file "
+                                      "(or its formula)")
+    p.add_argument("run_dir", help="run directory of a search")
+    p.add_argument("--rank", type=_positive, default=1, help="hall-of-fame rank (default 1)")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.add_argument("--format", choices=("python", "sympy", "latex"), default="python",
+                   help="python: the module (default); sympy, latex: the simplified formula")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("plot", help="top-5 score and loss counts of one or more runs, overlaid")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
+    p.add_argument("-o", "--output", required=True, help="picture to write (.png, .pdf, .svg)")
+    p.add_argument("--x", choices=("evaluations", "seconds"), default="evaluations",
+                   help="x axis: proxy evaluations (default) or wall seconds")
+    p.add_argument("--title", default="", help="title of the picture")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("formula", help="a loss as sympy/LaTeX, optionally evaluated at a point")
     p.add_argument("expr", help="loss expression, e.g. 'Neg(Mul(y, Log(yhat)))'")

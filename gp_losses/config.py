@@ -71,6 +71,11 @@ class SearchConfig:
     evaluations (or of the last `failure_window` protocol runs) ended `error` or `timeout`:
     a task that cannot train is reported with its most frequent error instead of searching on."""
     failure_window: int = option(20, 1, help="jobs the failed share is measured over")
+    max_seconds: float = option(0.0, 0, help="stop after this much wall time; 0: no limit")
+    """A time budget: the search ends (finished) after the first batch that brings its wall
+    time, counted over resumes, to this many seconds, whatever `evaluations` says."""
+    plot: bool = True
+    """Draw progress.png in the run directory as the search goes (matplotlib)."""
 
 
 @dataclass(frozen=True)
@@ -117,11 +122,25 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True)
+class RetrainConfig:
+    """`gp-losses retrain`: the best losses and the task's baselines trained again from scratch
+    over seeds and scored on the task's test split (the paper's re-training)."""
+
+    top: int = option(3, 1, help="hall-of-fame losses retrained")
+    seeds: int = option(3, 1, help="training seeds per loss")
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Task options of the `long` schedule, over the search's own (the paper retrains about
+    10x longer than its proxy); `--schedule proxy` keeps the search's options."""
+    timeout_s: float = option(3600.0, 0, lo_open=True, help="per training")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
     seed: int = 0
     name: str = ""
 

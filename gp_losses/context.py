@@ -70,8 +70,11 @@ class Context:
     def metric(self) -> str:
         return self.config.task.metric or self.task_cls.metrics[0]
 
-    def make_task(self, device: str = "cpu") -> Any:
-        return self.task_cls(self.options, self.metric, device)
+    def make_task(self, device: str = "cpu", split: str = "val") -> Any:
+        """The task on `device`, scoring `split` (`test` in a retrain)."""
+        if split == "val":
+            return self.task_cls(self.options, self.metric, device)
+        return self.task_cls(self.options, self.metric, device, split=split)
 
 
 def build_context(config: RunConfig) -> Context:
@@ -83,6 +86,10 @@ def build_context(config: RunConfig) -> Context:
                           + f"; metrics: {', '.join(task_cls.metrics)}")
     options = cfg.build(task_cls.Options, config.task.options, "task.options")
     task_cls.check_options(options)
+    if config.retrain.options:  # the long retraining schedule: the same options, some changed
+        task_cls.check_options(cfg.build(task_cls.Options, cfg.merge(config.task.options,
+                                                                      config.retrain.options),
+                                         "retrain.options"))
     search = config.search
     if search.depth > search.height_limit:
         raise ConfigError(f"search.depth: {search.depth} is over search.height_limit {search.height_limit}")

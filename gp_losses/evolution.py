@@ -36,9 +36,10 @@ from tqdm import tqdm
 from gp_losses import variation
 from gp_losses.config import to_dict
 from gp_losses.context import Context
-from gp_losses.errors import RunFailed
+from gp_losses.errors import RunFailed, describe
 from gp_losses.outcomes import REASONS, TRANSIENT, FailureWatch, ProtocolResult, cacheable, reusable
 from gp_losses.parallel import parallel_map, protocol_job, train_job
+from gp_losses.plot import write_progress
 from gp_losses.population import FAILED, Individual, SearchState, Slot, make_statistics, scored
 from gp_losses.rejection import static_reason
 from gp_losses.rundir import RunDir
@@ -72,6 +73,8 @@ class Evolution:
         self.batch_size = self.state.batch_size = self.state.batch_size or self.cfg.search.batch or workers
         self.failures = FailureWatch(self.cfg.search.failure_window, self.cfg.search.max_failed_share)
         """Recent job outcomes in this process (a resumed run starts afresh)."""
+        self._drawing: Optional[float] = 0.0
+        """Seconds spent drawing progress.png in this process (None after a failed drawing)."""
         self.to_train = self.cfg.search.evaluations - self.state.evaluations
         """Proxy evaluations this process has to run: a shorter run is judged on all of them."""
 
@@ -80,7 +83,7 @@ class Evolution:
         total = self.cfg.search.evaluations
         with tqdm(total=total, initial=min(self.state.evaluations, total), desc="evaluations",
                   unit="eval", dynamic_ncols=True) as bar:
-            while self.state.evaluations < total:
+            while self.state.evaluations < total and not self.out_of_time():
                 start = time.perf_counter()
                 before = self.state.evaluations
                 n = min(self.batch_size, total - self.state.evaluations)
@@ -92,7 +95,15 @@ class Evolution:
                 bar.update(self.state.evaluations - before)
                 bar.set_postfix(best=f"{self._best():.4f}", explored=self.state.explored,
                                 rejected=self._rejected(), reused=self.state.counts["reused"])
+        if self.state.evaluations < total:
+            log.info("time budget search.max_seconds = %g s spent after %d evaluations",
+                     self.cfg.search.max_seconds, self.state.evaluations)
         return self.state
+
+    def out_of_time(self) -> bool:
+        """Whether the run's wall time (over resumes) reached `search.max_seconds` (0: never)."""
+        budget = self.cfg.search.max_seconds
+        return budget > 0 and self.state.seconds["wall"] >= budget
 
     # --- select (tournament, section 3.2) -------------------------------------------------
     def select(self, n: int) -> List[Slot]:
@@ -346,7 +357,25 @@ class Evolution:
         self.rundir.save_checkpoint(state)
         self.rundir.write_status("running", evaluations=state.evaluations, best=self._best(),
                                  explored=state.explored)
+        self.draw()
         log.debug("batch %d: %s", state.batches, row)
+
+    def draw(self, final: bool = False) -> None:
+        """Redraw progress.png: after every batch while drawing takes under 5% of the
+        search's wall time so far, otherwise less often, and always at the end (`final`)."""
+        if not self.cfg.search.plot or self._drawing is None:
+            return
+        wall = self.state.seconds["wall"]
+        if not final and self._drawing > 0.05 * wall:
+            return
+        start = time.perf_counter()
+        try:
+            write_progress(self.rundir.path, list(self.state.logbook), self.ctx.config.name)
+        except Exception as exc:  # a picture that cannot be drawn never stops a search
+            log.warning("progress.png not drawn, and no more in this run: %s", describe(exc))
+            self._drawing = None
+            return
+        self._drawing += time.perf_counter() - start
 
     def hall_of_fame(self) -> List[Dict[str, Any]]:
         out = []

@@ -95,6 +95,8 @@ def _search(context, rundir: RunDir, state: Optional[SearchState]) -> Dict[str, 
         log.info("setting up task %s in %d worker process(es)", context.task_cls.name, workers)
         start_workers(evolution.spec)
         final = evolution.run()
+        if final.logbook:
+            evolution.draw(final=True)
         hall = evolution.hall_of_fame()
         baselines = {}
         if context.config.search.compare_baselines and hall:

@@ -50,7 +50,7 @@ class WorkerState:
         self.context = build_context(config)
         gpus = torch.cuda.device_count() if config.proxy.device != "cpu" else 0
         self.device = device_for(config.proxy.device, index, gpus)
-        self.task = self.context.make_task(self.device)
+        self.task = self.context.make_task(self.device, spec.get("split", "val"))
         self.task.ensure_setup()
         self.protocol: Optional[Protocol] = None
         if config.search.rejection or config.search.equivalence:

@@ -7,7 +7,7 @@ compiled torch loss, the sympy/LaTeX formula and the exported module all derive 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Tuple
 
 import sympy
 import torch
@@ -22,6 +22,11 @@ class Primitive:
 
     `sympy_fn` maps as many sympy expressions to one; it is used for formulas only, so it may
     drop the epsilon (as the paper's Table 8 does).
+
+    `code` is `torch_fn` as one Python expression over the arguments `x` (and `y`, then `z`),
+    using only `torch`, `F` (torch.nn.functional) and `EPS`: an exported loss writes it out, so
+    that the file needs nothing but torch. The operator set checks that it computes what
+    `torch_fn` does. An operator without it can be searched but not exported.
     """
 
     name: str
@@ -29,9 +34,26 @@ class Primitive:
     torch_fn: Callable[..., torch.Tensor] = field(compare=False)
     sympy_fn: Callable[..., sympy.Expr] = field(compare=False)
     doc: str = field(default="", compare=False)
+    code: str = field(default="", compare=False)
 
     def __call__(self, *args: torch.Tensor) -> torch.Tensor:
         return self.torch_fn(*args)
+
+    @property
+    def args(self) -> Tuple[str, ...]:
+        """The argument names that `code` uses."""
+        return CODE_ARGS[:self.arity] if self.arity <= len(CODE_ARGS) else tuple(
+            f"x{k}" for k in range(self.arity))
+
+    def code_function(self) -> Callable[..., torch.Tensor]:
+        """`code` compiled into a function (what an exported loss runs)."""
+        import torch.nn.functional as F
+
+        source = f"lambda {', '.join(self.args)}: {self.code}"
+        return eval(compile(source, f"<operator {self.name}>", "eval"), {"torch": torch, "F": F, "EPS": EPS})
+
+
+CODE_ARGS = ("x", "y", "z")
 
 
 @dataclass(frozen=True)

@@ -46,12 +46,32 @@ def check_primitive(prim: Primitive) -> None:
     for k, grad in enumerate(grads):
         if grad is None or not torch.isfinite(grad).all():
             raise OperatorError(f"{where}: gradient with respect to argument {k} is undefined or not finite")
+    if prim.code:
+        _check_code(prim, inputs, out, grads)
     try:
         expr = prim.sympy_fn(*sympy.symbols(f"x0:{prim.arity}"))
     except Exception as exc:
         raise OperatorError(f"{where}: sympy_fn raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(expr, sympy.Basic):
         raise OperatorError(f"{where}: sympy_fn must return a sympy expression, got {type(expr).__name__}")
+
+
+def _check_code(prim: Primitive, inputs, out: torch.Tensor, grads) -> None:
+    """OperatorError unless `prim.code` computes torch_fn's values and gradients."""
+    where = f"operator {prim.name!r}"
+    try:
+        fn = prim.code_function()
+        again = [x.detach().clone().requires_grad_() for x in inputs]
+        value = fn(*again)
+        code_grads = torch.autograd.grad(value.sum(), again, allow_unused=True)
+    except Exception as exc:
+        raise OperatorError(f"{where}: its code {prim.code!r} raised {type(exc).__name__}: {exc}") from exc
+    same = torch.allclose(value, out, rtol=1e-5, atol=1e-6) and all(
+        (a is None and b is None) or (a is not None and b is not None and torch.allclose(a, b, rtol=1e-5, atol=1e-6))
+        for a, b in zip(code_grads, grads))
+    if not same:
+        raise OperatorError(f"{where}: its code {prim.code!r} does not compute what its torch_fn does "
+                            "on random tensors (values or gradients differ)")
 
 
 class OperatorSet:

@@ -7,12 +7,11 @@ Formulas omit epsilon, as the paper's Table 8 does.
 
 from __future__ import annotations
 
+import dataclasses
+
 import sympy
-import torch
-import torch.nn.functional as F
 
-from primitives.base import EPS, Primitive
-
+from primitives.base import Primitive
 
 
 class Aggregation(sympy.Function):
@@ -50,50 +49,32 @@ MaxPool = type("MaxPool", (Aggregation,), {})
 MinPool = type("MinPool", (Aggregation,), {})
 
 
-def _inv(x: torch.Tensor) -> torch.Tensor:
-    return torch.reciprocal(x + EPS)
-
-
-def _log(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.log(torch.abs(x) + EPS)
-
-
-def _sqrt(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.sqrt(torch.abs(x) + EPS)
-
-
-def _mean_nhw(x: torch.Tensor) -> torch.Tensor:
-    return x.mean(dim=(0, 2, 3), keepdim=True).expand_as(x)
-
-
-def _mean_c(x: torch.Tensor) -> torch.Tensor:
-    return x.mean(dim=1, keepdim=True).expand_as(x)
-
-
-def _max_pool(x: torch.Tensor) -> torch.Tensor:
-    return F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
-
-
-def _min_pool(x: torch.Tensor) -> torch.Tensor:
-    return -F.max_pool2d(-x, kernel_size=3, stride=1, padding=1)
+def _op(name: str, arity: int, sympy_fn, doc: str, code: str) -> Primitive:
+    """A Table 1 operator whose torch function is its `code`: the search and an exported loss
+    run the same expression."""
+    prim = Primitive(name, arity, lambda *args: None, sympy_fn, doc, code)
+    return dataclasses.replace(prim, torch_fn=prim.code_function())
 
 
 TABLE1 = (
-    Primitive("Add", 2, torch.add, lambda a, b: a + b, "x + y"),
-    Primitive("Mul", 2, torch.mul, lambda a, b: a * b, "x * y"),
-    Primitive("Neg", 1, torch.neg, lambda a: -a, "-x"),
-    Primitive("Abs", 1, torch.abs, sympy.Abs, "|x|"),
-    Primitive("Inv", 1, _inv, lambda a: 1 / a, "1 / (x + eps)"),
-    Primitive("Log", 1, _log, lambda a: sympy.sign(a) * sympy.log(sympy.Abs(a)),
-              "sign(x) * log(|x| + eps)"),
-    Primitive("Exp", 1, torch.exp, sympy.exp, "e^x"),
-    Primitive("Tanh", 1, torch.tanh, sympy.tanh, "tanh(x)"),
-    Primitive("Square", 1, torch.square, lambda a: a ** 2, "x^2"),
-    Primitive("Sqrt", 1, _sqrt, lambda a: sympy.sign(a) * sympy.sqrt(sympy.Abs(a)),
-              "sign(x) * sqrt(|x| + eps)"),
-    Primitive("MeanNHW", 1, _mean_nhw, Mean_nhw, "mean over N, H, W, broadcast back"),
-    Primitive("MeanC", 1, _mean_c, Mean_c, "mean over C, broadcast back"),
-    Primitive("MaxPool", 1, _max_pool, MaxPool, "3x3 max-pooling, stride 1, padding 1"),
-    Primitive("MinPool", 1, _min_pool, MinPool, "3x3 min-pooling, stride 1, padding 1"),
+    _op("Add", 2, lambda a, b: a + b, "x + y", "x + y"),
+    _op("Mul", 2, lambda a, b: a * b, "x * y", "x * y"),
+    _op("Neg", 1, lambda a: -a, "-x", "-x"),
+    _op("Abs", 1, sympy.Abs, "|x|", "torch.abs(x)"),
+    _op("Inv", 1, lambda a: 1 / a, "1 / (x + eps)", "torch.reciprocal(x + EPS)"),
+    _op("Log", 1, lambda a: sympy.sign(a) * sympy.log(sympy.Abs(a)), "sign(x) * log(|x| + eps)",
+        "torch.sign(x) * torch.log(torch.abs(x) + EPS)"),
+    _op("Exp", 1, sympy.exp, "e^x", "torch.exp(x)"),
+    _op("Tanh", 1, sympy.tanh, "tanh(x)", "torch.tanh(x)"),
+    _op("Square", 1, lambda a: a ** 2, "x^2", "torch.square(x)"),
+    _op("Sqrt", 1, lambda a: sympy.sign(a) * sympy.sqrt(sympy.Abs(a)), "sign(x) * sqrt(|x| + eps)",
+        "torch.sign(x) * torch.sqrt(torch.abs(x) + EPS)"),
+    _op("MeanNHW", 1, Mean_nhw, "mean over N, H, W, broadcast back",
+        "x.mean(dim=(0, 2, 3), keepdim=True).expand_as(x)"),
+    _op("MeanC", 1, Mean_c, "mean over C, broadcast back", "x.mean(dim=1, keepdim=True).expand_as(x)"),
+    _op("MaxPool", 1, MaxPool, "3x3 max-pooling, stride 1, padding 1",
+        "F.max_pool2d(x, kernel_size=3, stride=1, padding=1)"),
+    _op("MinPool", 1, MinPool, "3x3 min-pooling, stride 1, padding 1",
+        "-F.max_pool2d(-x, kernel_size=3, stride=1, padding=1)"),
 )
 """The paper's primitive operator set H, in Table 1 order."""

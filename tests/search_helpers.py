@@ -8,8 +8,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["search.population_init=4", "search.evaluations=10", "search.batch=2", "protocol.steps=100",
-        "protocol.lr=0.005", "task.options.iterations=30"]
-"""A digits search of 10 evaluations that runs in seconds."""
+        "protocol.lr=0.005", "task.options.iterations=30", "search.plot=false"]
+"""A digits search of 10 evaluations that runs in seconds (tests/gp_losses/test_plot.py draws)."""
 IN_PROCESS = "proxy.isolate=false"
 """Jobs in the test's own process: 2-3 s faster per run. For tests that are not about
 isolation; a run's records are the same either way (tests/gp_losses/test_resume.py)."""

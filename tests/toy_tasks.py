@@ -74,3 +74,10 @@ class FaultyDigits(DigitsTask):
         if fault == "segv":
             os.kill(os.getpid(), signal.SIGSEGV)
         raise ValueError(f"unknown fault {fault!r}")
+
+
+class ValOnlyDigits(DigitsTask):
+    """Digits without a test split, as a user's task may be."""
+
+    name = "valonly"
+    splits = ("train", "val")

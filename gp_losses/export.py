@@ -1,0 +1,190 @@
+"""A found loss as a standalone PyTorch module: a Python file that imports only torch.
+
+    gp-losses export RUN_DIR [--rank K] [-o FILE]        the file
+    gp_losses.export.to_module(RUN_DIR or EXPR, task=…)  the same module, from Python
+
+The file holds each operator the loss uses as a function (its `code` from the operator set,
+epsilon kept: Log and Sqrt stay signed, Inv adds 1e-12), one method per branch returning the
+element-wise output o, the reduction of Eq. 3 (sum(o) / (N·H·W), no normalization over C)
+and the weighted sum over branches of Eq. 4. The docstring says how the task maps network
+outputs and targets to the inputs (softmax, one-hot, heatmap weights): a loss found on
+probabilities must be given probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import types
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+from gp_losses import __version__
+from gp_losses.errors import InputError
+from gp_losses.space import SearchSpace
+from gp_losses.trees import Loss
+
+CLASS_NAME = "FoundLoss"
+
+
+def _call(tree, index: int = 0) -> tuple:
+    """(source of the subtree at `index`, index after it): nested calls of operator functions."""
+    node = tree[index]
+    if node.arity == 0:
+        return node.name, index + 1
+    args, at = [], index + 1
+    for _ in range(node.arity):
+        text, at = _call(tree, at)
+        args.append(text)
+    return f"{node.name}({', '.join(args)})", at
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "\n".join(prefix + line if line else line for line in text.splitlines())
+
+
+def to_source(space: SearchSpace, loss: Loss, header: str = "", inputs_doc: Mapping[str, str] = {},
+              class_name: str = CLASS_NAME) -> str:
+    """The standalone module's source for `loss` in `space`."""
+    used = sorted({node.name for tree in loss for node in tree if node.arity > 0})
+    missing = [name for name in used if not space.operators.by_name[name].code]
+    if missing:
+        raise InputError(f"operator {missing[0]!r} has no `code` (Primitive(..., code=...)): a loss "
+                         "that uses it cannot be written as a standalone module")
+    formulas = space.formulas(loss)
+    single = len(space.branches) == 1
+    doc = [header.strip() or "A loss function found by gp-losses.", ""]
+    for branch, tree in zip(space.branches, loss):
+        doc += [f"Branch `{branch.name}` (weight {branch.weight:g}):",
+                f"    o = {formulas[branch.name]}",
+                "    (simplified, epsilon left out; the code below keeps it)",
+                f"    tree: {tree}"]
+        if branch.name in inputs_doc:
+            doc.append(textwrap.fill(f"inputs: {inputs_doc[branch.name]}", 92, initial_indent="    ",
+                                     subsequent_indent="        "))
+        doc.append("")
+    doc += ["Each branch's loss is sum(o) / (N * H * W) over its (N, C, H, W) output o (Eq. 3 of",
+            "AutoLoss-Zero: no normalization over C, as cross-entropy); the total is the sum of",
+            "weight * branch loss (Eq. 4).", "", "Usage:", ""]
+    if single:
+        (branch,) = space.branches
+        args = ", ".join(f"{t.name}=..." for t in branch.inputs if t.constant is None)
+        doc.append(f"    criterion = {class_name}()\n    loss = criterion({args})\n    loss.backward()")
+    else:
+        doc.append(f"    criterion = {class_name}()\n    loss = criterion({{branch: {{input: tensor}}}}, ...)")
+    doc += ["", f"Written by gp-losses {__version__}; needs only torch."]
+    lines = ['"""' + "\n".join(doc).replace('"""', "'''").rstrip() + '\n"""', "",
+             "import torch", "import torch.nn.functional as F", "", "EPS = 1e-12", ""]
+    for name in used:
+        prim = space.operators.by_name[name]
+        lines += ["", f"def {name}({', '.join(prim.args)}):"]
+        if prim.doc:
+            lines.append(f'    """{prim.doc}"""')
+        lines += [f"    return {prim.code}", ""]
+    weights = ", ".join(f"{b.name!r}: {b.weight!r}" for b in space.branches)
+    inputs = ", ".join(f"{b.name!r}: {tuple(t.name for t in b.inputs if t.constant is None)!r}"
+                       for b in space.branches)
+    lines += ["", f"class {class_name}(torch.nn.Module):",
+              '    """The found loss; see the module docstring for its formula and its inputs."""',
+              "", f"    WEIGHTS = {{{weights}}}", f"    INPUTS = {{{inputs}}}", ""]
+    for branch, tree in zip(space.branches, loss):
+        variables = [t.name for t in branch.inputs if t.constant is None]
+        lines.append(f"    def branch_{branch.name}(self, {', '.join(variables)}):")
+        lines.append(f'        """Element-wise output o of branch `{branch.name}`."""')
+        for t in branch.inputs:
+            if t.constant is not None and t.name in tree.input_names():
+                lines.append(f"        {t.name} = torch.full_like({variables[0]}, {t.constant!r})")
+        lines += [f"        return {_call(tree)[0]}", ""]
+    lines += ["    @staticmethod", "    def reduce(o):", '        """Eq. 3: sum(o) / (N * H * W)."""',
+              "        if o.dim() != 4:",
+              '            raise ValueError(f"loss inputs must be (N, C, H, W) tensors, got shape {tuple(o.shape)}")',
+              "        n, _, h, w = o.shape", "        return o.sum() / (n * h * w)", ""]
+    if single:
+        (branch,) = space.branches
+        variables = [t.name for t in branch.inputs if t.constant is None]
+        lines += [f"    def forward(self, {', '.join(variables)}):",
+                  f"        return self.reduce(self.branch_{branch.name}({', '.join(variables)}))"]
+    else:
+        lines += ["    def forward(self, inputs):",
+                  '        """inputs: {branch name: {input name: (N, C, H, W) tensor}}."""',
+                  "        total = 0.0", "        for name, weight in self.WEIGHTS.items():",
+                  "            branch = getattr(self, 'branch_' + name)",
+                  "            total = total + weight * self.reduce(branch(**inputs[name]))",
+                  "        return total"]
+    return "\n".join(_tidy(lines)) + "\n"
+
+
+def _tidy(lines: List[str]) -> List[str]:
+    """No runs of more than two blank lines."""
+    out: List[str] = []
+    for line in lines:
+        if line == "" and len(out) >= 2 and out[-1] == "" and out[-2] == "":
+            continue
+        out.append(line)
+    return out
+
+
+def load_source(source: str, name: str = "found_loss") -> types.ModuleType:
+    """Execute generated source as a module (what importing the written file gives)."""
+    module = types.ModuleType(name)
+    exec(compile(source, f"<{name}>", "exec"), module.__dict__)
+    return module
+
+
+def run_loss(run_dir: Union[str, Path], rank: int = 1) -> tuple:
+    """(context, {branch: expr}, hall-of-fame entry) of rank `rank` in a run directory."""
+    from gp_losses import config as cfg
+    from gp_losses.context import build_context
+
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise InputError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    context = build_context(cfg.load(run / "config.yaml"))
+    path = run / "hall_of_fame.json"
+    hall = json.loads(path.read_text()) if path.is_file() else []
+    if not hall:
+        raise InputError(f"{str(run_dir)!r} has no hall of fame yet: no loss to export")
+    if not 1 <= rank <= len(hall):
+        raise InputError(f"--rank {rank}: the hall of fame of {str(run_dir)!r} has ranks 1 to {len(hall)}")
+    entry = hall[rank - 1]
+    return context, entry["expr"], entry
+
+
+def run_source(run_dir: Union[str, Path], rank: int = 1) -> str:
+    """The standalone module of the rank-`rank` loss of a run."""
+    context, expr, entry = run_loss(run_dir, rank)
+    header = (f"Loss of rank {rank} of the search in {Path(run_dir).name}: task `{context.task_cls.name}`, "
+              f"metric {context.metric}.\nSearch score {entry['score']:.4f} (proxy training, val split, the "
+              "best of its proxy runs: optimistic; `gp-losses retrain` scores it on held-out data).")
+    return to_source(context.space, context.space.parse(expr), header, context.task_cls.loss_inputs_doc)
+
+
+def to_module(source: Union[str, Path, Mapping[str, str]], task: Optional[str] = None, rank: int = 1,
+              operators: Sequence[str] = ()) -> Any:
+    """A torch.nn.Module computing a loss: `source` is a run directory (its rank-`rank` loss)
+    or an expression (one string, or {branch: expression}) of `task`'s branches (without a
+    task: one branch with inputs yhat, y, one). The module is built from the same source that
+    `gp-losses export` writes."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        return load_source(run_source(source, rank)).__dict__[CLASS_NAME]()
+    if task:
+        from gp_losses.context import build_context, load_run_config
+
+        context = build_context(load_run_config(task, None, [], operators))
+        space, doc = context.space, context.task_cls.loss_inputs_doc
+    else:
+        from primitives import operator_set
+
+        space, doc = SearchSpace(operators=operator_set(operators)), {}
+    text = to_source(space, space.parse(source if isinstance(source, Mapping) else str(source)),
+                     inputs_doc=doc)
+    return load_source(text).__dict__[CLASS_NAME]()
+
+
+def formula(run_dir: Union[str, Path], rank: int = 1, fmt: str = "sympy") -> Dict[str, str]:
+    """{branch: simplified formula} of a run's loss, as sympy text or LaTeX (paper Table 8)."""
+    from gp_losses.formula import to_latex
+
+    context, expr, _ = run_loss(run_dir, rank)
+    exprs = context.space.formulas(context.space.parse(expr))
+    return {b: (to_latex(e) if fmt == "latex" else str(e)) for b, e in exprs.items()}

@@ -1,0 +1,149 @@
+"""`gp-losses retrain`: held-out scores over seeds, the report, rediscovery, proxy fidelity,
+resuming after kills, failures that are never results, and a task without a test split."""
+
+import csv
+import json
+import os
+import signal
+
+import pytest
+
+from gp_losses.evaluate import proxy_evaluate
+from gp_losses.retrain import best_rows, rank_correlation, retrain, retrain_seed
+from gp_losses.search import run_search
+from gp_losses.space import SearchSpace
+from search_helpers import FAST, IN_PROCESS, cli, wait_for
+from tasks.cls import DigitsTask
+
+LONG = ["retrain.options.iterations=60"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("retrain") / "run"
+    run_search("cls", out=str(out), seed=0, overrides=FAST + [IN_PROCESS])
+    return out
+
+
+def _report_rows(run):
+    with open(run / "retrain" / "report.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _copy_run(src, dst):
+    dst.mkdir()
+    for name in ("config.yaml", "hall_of_fame.json", "baselines.json", "status.json"):
+        if (src / name).exists():
+            (dst / name).write_bytes((src / name).read_bytes())
+    return dst
+
+
+def test_retrain_scores_the_test_split_over_seeds(finished_run):
+    summary = retrain(str(finished_run), top=2, seeds=2, overrides=LONG + [IN_PROCESS])
+    rows = _report_rows(finished_run)
+    hall = json.loads((finished_run / "hall_of_fame.json").read_text())
+    assert [r["loss"] for r in rows] == ["#1", "#2", "ce", "mse"]
+    assert json.loads(rows[0]["expr"]) == hall[0]["expr"] and float(rows[0]["proxy"]) == hall[0]["score"]
+    assert all(r["ok"] == "2" and r["split"] == "test" and r["target"] == "accuracy" for r in rows)
+    # independently: ce trained on the same seeds, scored on the test split, by the task itself
+    task = DigitsTask(DigitsTask.Options(hidden=32, iterations=60, batch_size=64, lr=0.1), split="test")
+    space = SearchSpace(task.branches)
+    ce = space.compile(space.parse(DigitsTask.baselines["ce"]))
+    scores = [proxy_evaluate(task, ce, retrain_seed(k), 60)["score"] for k in range(2)]
+    ce_row = next(r for r in summary["rows"] if r["name"] == "ce")
+    assert ce_row["mean"]["accuracy"] == pytest.approx(sum(scores) / 2, abs=1e-12)
+    val = DigitsTask(DigitsTask.Options(hidden=32, iterations=60, batch_size=64, lr=0.1))
+    assert proxy_evaluate(val, ce, retrain_seed(0), 60)["score"] != scores[0]  # another split
+    text = (finished_run / "retrain" / "report.md").read_text()
+    assert "| loss | accuracy ★ | proxy | ok / seeds | s / training |" in text
+    assert "**test** split (never seen by the search)" in text
+    assert "Spearman ρ =" in text and "Kendall τ =" in text  # 2 found + 2 baselines with scores
+
+
+def test_rediscovery_names_the_baseline_a_found_loss_is_equivalent_to(tmp_path, finished_run):
+    run = _copy_run(finished_run, tmp_path / "run")
+    hall = json.loads((run / "hall_of_fame.json").read_text())
+    hall[0]["expr"] = {"cls": "Mul(Neg(y), Log(yhat))"}  # ce written another way
+    hall[1]["expr"] = {"cls": "Square(Add(Neg(y), yhat))"}  # mse written another way
+    (run / "hall_of_fame.json").write_text(json.dumps(hall))
+    summary = retrain(str(run), top=3, seeds=1, schedule="proxy",
+                      overrides=[IN_PROCESS, "task.options.iterations=20"])
+    found = {r["name"]: r["equivalent"] for r in summary["rows"] if r["rank"]}
+    assert found["#1"] == ["ce"] and found["#2"] == ["mse"]
+    assert "(equivalent to ce)" in (run / "retrain" / "report.md").read_text()
+
+
+def test_a_killed_retrain_reruns_only_what_is_missing(tmp_path, finished_run):
+    run = _copy_run(finished_run, tmp_path / "run")
+    log = run / "retrain" / "trainings.jsonl"
+    args = ["retrain", str(run), "--top", "2", "--seeds", "2", "--set", "retrain.options.iterations=1500"]
+    for kill_after in (1, 4):  # two kill points: early, and past the middle
+        proc = cli(*args)
+        assert wait_for(lambda: log.is_file() and len(log.read_text().splitlines()) >= kill_after, 240)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    before = len(log.read_text().splitlines())
+    assert 1 <= before < 8
+    proc = cli(*args)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"{8 - before} trainings to run, {before} done before" in err
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(records) == 8 and len({r["key"] for r in records}) == 8  # none trained twice
+    assert all(r["ok"] == "2" for r in _report_rows(run))
+    assert json.loads(out)["split"] == "test"
+
+
+def test_a_failed_training_is_not_a_result_and_is_trained_again(tmp_path, finished_run):
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "faults").mkdir()
+    faults = ["task.name=toy_tasks:FaultyDigits", "task.options.fault=raise", "task.options.fault_eval=-2",
+              f"task.options.fault_dir={run / 'faults'}"]
+    first = retrain(str(run), top=1, seeds=2, schedule="proxy", overrides=faults + [IN_PROCESS])
+    assert [(r["name"], r["ok"]) for r in first["rows"]] == [("#1", 1), ("ce", 2), ("mse", 2)]
+    assert "injected failure" in first["rows"][0]["failed"][0]
+    assert first["rows"][0]["mean"]["accuracy"] is not None  # the mean of the seed that trained
+    text = (run / "retrain" / "report.md").read_text()
+    assert "## Failed trainings" in text and "injected failure" in text
+    second = retrain(str(run), top=1, seeds=2, schedule="proxy", overrides=faults + [IN_PROCESS])
+    assert [r["ok"] for r in second["rows"]] == [2, 2, 2] and not second["rows"][0]["failed"]
+
+
+def test_a_task_without_a_test_split_is_scored_on_val_and_says_so(tmp_path, finished_run, caplog):
+    run = _copy_run(finished_run, tmp_path / "run")
+    summary = retrain(str(run), top=1, seeds=1, schedule="proxy",
+                      overrides=["task.name=toy_tasks:ValOnlyDigits", IN_PROCESS])
+    assert summary["split"] == "val"
+    assert "these scores are optimistic" in (run / "retrain" / "report.md").read_text()
+    assert "no test split" in caplog.text
+
+
+def test_retrain_refuses_bad_input(tmp_path, finished_run):
+    proc = cli("retrain", str(tmp_path))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "not a run directory" in err
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().split("retrain:")[0])
+    proc = cli("retrain", str(run))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "no retrain.options" in err
+    proc = cli("retrain", str(run), "--set", "retrain.options.hidden=-1")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "retrain.options.hidden" in err
+    (run / "status.json").write_text(json.dumps({"state": "running", "host": os.uname().nodename,
+                                                 "pid": os.getpid()}))
+    proc = cli("retrain", str(run), "--schedule", "proxy")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "still running" in err
+
+
+def test_rank_correlation_and_bold_rows_by_hand():
+    assert rank_correlation([0.1, 0.2, 0.3], [0.5, 0.6, 0.7]) == {"n": 3, "spearman": 1.0, "kendall": 1.0}
+    # ranks (1,2,3) vs (1,3,2): rho = 1 - 6*2/(3*8) = 0.5; tau = (2 - 1)/3
+    result = rank_correlation([0.1, 0.2, 0.3], [0.5, 0.7, 0.6])
+    assert result["spearman"] == pytest.approx(0.5) and result["kendall"] == pytest.approx(1 / 3)
+    assert rank_correlation([0.1, 0.2], [0.3, 0.4])["spearman"] is None
+    row = lambda name, mean, std: {"name": name, "mean": {"m": mean}, "std": {"m": std}}  # noqa: E731
+    assert best_rows([row("a", 0.9, 0.01), row("b", 0.8, 0.01)], "m") == ["a"]
+    assert best_rows([row("a", 0.9, 0.05), row("b", 0.86, 0.01)], "m") == []  # within the spread
+    assert best_rows([row("a", None, None), row("b", 0.5, 0.0)], "m") == ["b"]
