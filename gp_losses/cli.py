@@ -276,6 +276,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
                     "branches": [{"name": b.name, "inputs": list(b.input_names), "weight": b.weight}
                                  for b in task.branches],
                     "metrics": list(task.metrics), "baselines": task.baselines,
+                    "splits": list(task.splits),
                     "config": f"runs/{config.name}" if config else None})
     print(json.dumps(out, indent=2))
     return 0

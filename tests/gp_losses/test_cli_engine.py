@@ -88,6 +88,7 @@ def test_version_and_the_list_of_tasks(capsys):
     assert tasks["pose"]["branches"] == [{"name": "heatmap", "inputs": ["yhat", "y", "one"], "weight": 1.0}]
     assert tasks["pose"]["metrics"][0] == "ap" and "mse" in tasks["pose"]["baselines"]
     assert tasks["cls"]["config"] == "runs/cls.yaml"
+    assert tasks["cls"]["splits"] == tasks["pose"]["splits"] == ["train", "val", "test"]
 
 
 USER_TASK = """
