@@ -60,10 +60,11 @@ class Entry:
         return [r for r in self.results if r["status"] == "ok"]
 
 
-def training_key(entry_expr: Dict[str, str], seed: int, split: str, options: Dict[str, Any],
-                 metric: str) -> str:
-    """What identifies a training: the loss, the seed, the scored split, the task options."""
-    text = json.dumps([entry_expr, seed, split, options, metric], sort_keys=True)
+def training_key(entry_expr: Dict[str, str], seed: int, split: str, config) -> str:
+    """What identifies a training: the loss, the seed, the scored split, and what of the
+    config decides how it trains (the task, its options and metric, stopping invalid runs)."""
+    what = [config.task.name, config.task.metric, dict(config.task.options), config.search.stop_invalid]
+    text = json.dumps([entry_expr, seed, split, what], sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -185,12 +186,12 @@ def _retrain(run: Path, folder: Path, context, train_config, entries: List[Entry
     search_config = cfg.replace(context.config, search={"equivalence": True})
     fingerprints(context, {"config": cfg.to_dict(search_config), "run_id": run_id}, entries)
     spec = {"config": cfg.to_dict(train_config), "run_id": run_id, "split": split}
-    options, metric = dict(train_config.task.options), context.metric
+    options = dict(train_config.task.options)
     trainings = Trainings(folder / "trainings.jsonl")
     todo = []
     for entry in entries:
         for k in range(seeds):
-            key = training_key(entry.expr, retrain_seed(k), split, options, metric)
+            key = training_key(entry.expr, retrain_seed(k), split, train_config)
             todo.append((key, entry, retrain_seed(k)))
     missing = [job for job in todo if job[0] not in trainings.done]
     log.info("retrain %s: %d losses x %d seeds on %s, schedule %s: %d trainings to run, %d done "
@@ -327,7 +328,9 @@ def markdown(s: Dict[str, Any]) -> str:
                      f"{f['kendall']:.3f} (1: the proxy ranks the losses as the retrain does).")
     failures = [(row["name"], msg) for row in s["rows"] for msg in row["failed"]]
     if failures:
-        lines += ["", "## Failed trainings (not scored; rerun `retrain` to train them again)", ""]
+        lines += ["", "## Failed trainings", "",
+                  "Left out of the means. An `error` or a `timeout` is trained again by the next "
+                  "retrain; `invalid` (the network's outputs ended non-finite) is what the loss does.", ""]
         lines += [f"- {name}: {msg}" for name, msg in failures]
     lines += ["", "## Losses", ""]
     for row in s["rows"]:

@@ -42,18 +42,24 @@ class Primitive:
     @property
     def args(self) -> Tuple[str, ...]:
         """The argument names that `code` uses."""
-        return CODE_ARGS[:self.arity] if self.arity <= len(CODE_ARGS) else tuple(
-            f"x{k}" for k in range(self.arity))
+        return code_args(self.arity)
 
     def code_function(self) -> Callable[..., torch.Tensor]:
         """`code` compiled into a function (what an exported loss runs)."""
-        import torch.nn.functional as F
-
-        source = f"lambda {', '.join(self.args)}: {self.code}"
-        return eval(compile(source, f"<operator {self.name}>", "eval"), {"torch": torch, "F": F, "EPS": EPS})
+        return compile_code(self.code, self.arity, self.name)
 
 
-CODE_ARGS = ("x", "y", "z")
+def code_args(arity: int) -> Tuple[str, ...]:
+    """x, y, z for up to three arguments, else x0, x1, ..."""
+    return ("x", "y", "z")[:arity] if arity <= 3 else tuple(f"x{k}" for k in range(arity))
+
+
+def compile_code(code: str, arity: int, name: str = "operator") -> Callable[..., torch.Tensor]:
+    """A function of `arity` tensors from an operator's `code` expression."""
+    import torch.nn.functional as F
+
+    source = f"lambda {', '.join(code_args(arity))}: {code}"
+    return eval(compile(source, f"<operator {name}>", "eval"), {"torch": torch, "F": F, "EPS": EPS})
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,9 @@ Formulas omit epsilon, as the paper's Table 8 does.
 
 from __future__ import annotations
 
-import dataclasses
-
 import sympy
 
-from primitives.base import Primitive
+from primitives.base import Primitive, compile_code
 
 
 class Aggregation(sympy.Function):
@@ -52,8 +50,7 @@ MinPool = type("MinPool", (Aggregation,), {})
 def _op(name: str, arity: int, sympy_fn, doc: str, code: str) -> Primitive:
     """A Table 1 operator whose torch function is its `code`: the search and an exported loss
     run the same expression."""
-    prim = Primitive(name, arity, lambda *args: None, sympy_fn, doc, code)
-    return dataclasses.replace(prim, torch_fn=prim.code_function())
+    return Primitive(name, arity, compile_code(code, arity, name), sympy_fn, doc, code)
 
 
 TABLE1 = (

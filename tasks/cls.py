@@ -24,6 +24,8 @@ from primitives import CLASSIFICATION_INPUTS
 from tasks.base import LossFn, Probe, Task, TrainResult
 
 NUM_CLASSES = 10
+NUM_IMAGES = 1797
+"""scikit-learn's digits: val, test and train are cut from one permutation of them."""
 
 
 def _mlp(hidden: int) -> nn.Module:
@@ -57,9 +59,9 @@ class DigitsTask(Task):
     def check_options(cls, options: Any) -> None:
         from gp_losses.config import ConfigError
 
-        if 1797 - options.eval_size - options.test_size < 100:
-            raise ConfigError(f"task.options.eval_size + test_size: {options.eval_size} + "
-                              f"{options.test_size} leave fewer than 100 of the 1797 images to train on")
+        if NUM_IMAGES - options.eval_size - options.test_size < 100:
+            raise ConfigError(f"task.options.eval_size + test_size: {options.eval_size} + {options.test_size} "
+                              f"leave fewer than 100 of the {NUM_IMAGES} images to train on")
 
     def setup(self) -> None:
         from sklearn.datasets import load_digits

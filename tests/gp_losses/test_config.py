@@ -25,6 +25,10 @@ MALFORMED = [
     (["--set", "task.options.lr=0"], "task.options.lr", "expected a value > 0"),
     (["--set", "task.options.eval_size=1797"], "task.options.eval_size", "<= 1697"),
     (["--set", "search.max_failed_share=2"], "search.max_failed_share", "<= 1"),
+    (["--set", "task.options.test_size=1250"], "eval_size + test_size", "fewer than 100 of the 1797"),
+    (["--set", "retrain.options.iterations=0"], "retrain.options.iterations", ">= 1"),
+    (["--set", "retrain.seeds=0"], "retrain.seeds", ">= 1"),
+    (["--set", "search.max_seconds=-1"], "search.max_seconds", ">= 0"),
 ]
 
 

@@ -5,6 +5,8 @@ import csv
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -12,7 +14,7 @@ from gp_losses.evaluate import proxy_evaluate
 from gp_losses.retrain import best_rows, rank_correlation, retrain, retrain_seed
 from gp_losses.search import run_search
 from gp_losses.space import SearchSpace
-from search_helpers import FAST, IN_PROCESS, cli, wait_for
+from search_helpers import FAST, IN_PROCESS, ROOT, cli, wait_for
 from tasks.cls import DigitsTask
 
 LONG = ["retrain.options.iterations=60"]
@@ -147,3 +149,15 @@ def test_rank_correlation_and_bold_rows_by_hand():
     assert best_rows([row("a", 0.9, 0.01), row("b", 0.8, 0.01)], "m") == ["a"]
     assert best_rows([row("a", 0.9, 0.05), row("b", 0.86, 0.01)], "m") == []  # within the spread
     assert best_rows([row("a", None, None), row("b", 0.5, 0.0)], "m") == ["b"]
+
+
+def test_retrain_under_scoop_spreads_the_trainings_over_both_workers(tmp_path, finished_run):
+    run = _copy_run(finished_run, tmp_path / "run")
+    done = subprocess.run([sys.executable, "-m", "scoop", "-n", "2", "gp_losses/main.py", "retrain", str(run),
+                           "--top", "1", "--seeds", "2", "--schedule", "proxy"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(line) for line in (run / "retrain" / "trainings.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and all(r["result"]["status"] == "ok" for r in records)
+    assert len({r["result"]["worker"] for r in records}) == 2
+    assert [r["ok"] for r in _report_rows(run)] == ["2", "2", "2"]
