@@ -73,6 +73,8 @@ class Evolution:
         self.batch_size = self.state.batch_size = self.state.batch_size or self.cfg.search.batch or workers
         self.failures = FailureWatch(self.cfg.search.failure_window, self.cfg.search.max_failed_share)
         """Recent job outcomes in this process (a resumed run starts afresh)."""
+        self._unbooked = 0.0
+        """Seconds of the last batch's bookkeeping (record()), counted with the next batch."""
         self._drawing: Optional[float] = 0.0
         """Seconds spent drawing progress.png in this process (None after a failed drawing)."""
         self.to_train = self.cfg.search.evaluations - self.state.evaluations
@@ -90,7 +92,9 @@ class Evolution:
                 records, children, jobs = self.fill(n)
                 eval_records = self.evaluate(children, jobs)
                 self.age(children)
-                self.record(records + eval_records, time.perf_counter() - start)
+                booking = time.perf_counter()
+                self.record(records + eval_records, booking - start + self._unbooked)
+                self._unbooked = time.perf_counter() - booking
                 self.failures.check("training", min(self.cfg.search.failure_window, self.to_train))
                 bar.update(self.state.evaluations - before)
                 bar.set_postfix(best=f"{self._best():.4f}", explored=self.state.explored,
@@ -99,6 +103,14 @@ class Evolution:
             log.info("time budget search.max_seconds = %g s spent after %d evaluations",
                      self.cfg.search.max_seconds, self.state.evaluations)
         return self.state
+
+    def origin_seconds(self) -> float:
+        """The wall time that no worker shares: selection, variation, static checks, the
+        protocol cache, dedupe, aging and the bookkeeping of each batch (records, logbook, hall
+        of fame formulas, checkpoint, progress.png) — everything but waiting on the maps of
+        rejection and training jobs. What caps the speed-up from more workers."""
+        seconds = self.state.seconds
+        return seconds["wall"] - seconds["rejection_map"] - seconds["training_wall"]
 
     def out_of_time(self) -> bool:
         """Whether the run's wall time (over resumes) reached `search.max_seconds` (0: never)."""
@@ -155,7 +167,9 @@ class Evolution:
                     slot.attempts += 1
                     batch.append(self._screen(slot, k, tree, origin, jobs))
                 batches.append((slot, k, batch))
+            mapped = time.perf_counter()
             results = parallel_map(protocol_job, [job for job, _ in jobs])
+            self.state.seconds["rejection_map"] += time.perf_counter() - mapped
             for (_, entry), result in zip(jobs, results):
                 entry["result"] = result
                 self.state.seconds["rejection_worker"] += result["seconds"]
@@ -337,7 +351,9 @@ class Evolution:
         self.state.hof.update([c for c in children if c.info["status"] == "ok"])
 
     def record(self, records: List[Dict[str, Any]], seconds: float) -> None:
-        """Statistics + Logbook row, evaluations.jsonl, hall_of_fame.json, checkpoint."""
+        """Statistics + Logbook row, evaluations.jsonl, hall_of_fame.json, checkpoint. `seconds`:
+        the batch's wall time, with the bookkeeping of the batch before (this call's own time is
+        counted with the next batch)."""
         state = self.state
         state.batches += 1
         state.seconds["wall"] += seconds
@@ -348,7 +364,8 @@ class Evolution:
                **{f"rejected_{r}": state.counts[f"rejected_{r}"] for r in REASONS},
                **{s: state.counts[s] for s in ("invalid", "error", "timeout", "unscored")},
                "best": self._best(), **make_statistics().compile(scored(state.population)),
-               **{f"seconds_{k}": round(v, 3) for k, v in sorted(state.seconds.items())}}
+               **{f"seconds_{k}": round(v, 3) for k, v in sorted(state.seconds.items())},
+               "seconds_origin": round(self.origin_seconds(), 3)}
         state.logbook.record(**row)
         state.jsonl_size = self.rundir.append_evaluations(records)
         self.rundir.write_logbook(state.logbook)

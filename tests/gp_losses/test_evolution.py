@@ -75,3 +75,29 @@ def test_tournaments_prefer_better_losses():
     evolution.state.population = population
     above = sum(evolution.tournament().info["score"] >= 0.5 for _ in range(4000))
     assert above / 4000 > 0.68
+
+
+def test_the_origins_own_work_is_accounted_apart_from_the_workers(tmp_path, monkeypatch):
+    """A slow checkpoint is the origin's serial work: it shows in seconds_origin and in the
+    wall time, and not in the time spent waiting on rejection or training jobs."""
+    import time
+
+    from gp_losses.rundir import RunDir
+
+    def rows(out):
+        with open(out / "logbook.csv") as fh:
+            return [{k: float(v) for k, v in r.items() if k.startswith("seconds")} for r in csv.DictReader(fh)]
+
+    overrides = FAST + [IN_PROCESS, "search.compare_baselines=false", "search.evaluations=6"]
+    run_search("cls", out=str(tmp_path / "fast"), seed=0, overrides=overrides)
+    save = RunDir.save_checkpoint
+    monkeypatch.setattr(RunDir, "save_checkpoint", lambda self, state: (time.sleep(0.5), save(self, state)))
+    run_search("cls", out=str(tmp_path / "slow"), seed=0, overrides=overrides)
+    fast, slow = rows(tmp_path / "fast")[-1], rows(tmp_path / "slow")[-1]
+    batches = len(rows(tmp_path / "slow"))
+    # the last batch's bookkeeping is counted with the batch after it: batches - 1 sleeps
+    assert slow["seconds_origin"] - fast["seconds_origin"] >= 0.5 * (batches - 1) - 0.1
+    assert slow["seconds_rejection_map"] < fast["seconds_rejection_map"] + 0.5
+    assert slow["seconds_training_wall"] < fast["seconds_training_wall"] + 0.5
+    for row in rows(tmp_path / "slow"):
+        assert 0 < row["seconds_origin"] <= row["seconds_wall"]
