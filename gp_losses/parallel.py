@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import socket
+import sys
 import tempfile
 import time
 from typing import Any, Callable, Dict, Iterable, List, Tuple
@@ -41,6 +43,37 @@ def worker_count() -> int:
 def _run_group(job: Tuple[Callable[[Any], Any], List[Any]]) -> List[Any]:
     fn, group = job
     return [fn(item) for item in group]
+
+
+def route_scoop_log(path: str) -> None:
+    """Send SCOOP's own log (this process's) to the file `path`; the terminal gets one short
+    line per warning instead of the whole job's payload, printed twice."""
+    if not scoop_running():
+        return
+    scoop_log = logging.getLogger("SCOOPLogger")
+    for handler in list(scoop_log.handlers):  # SCOOP's console handler, or an earlier run's
+        if isinstance(handler, (logging.FileHandler, _ShortLine)) or type(handler) is logging.StreamHandler:
+            scoop_log.removeHandler(handler)
+            handler.close()
+    to_file = logging.FileHandler(path)
+    to_file.setFormatter(logging.Formatter("[%(asctime)s] %(module)s %(levelname)s %(message)s"))
+    scoop_log.addHandler(to_file)
+    scoop_log.addHandler(_ShortLine(path))
+    scoop_log.propagate = False
+
+
+class _ShortLine(logging.Handler):
+    """One line on stderr for a SCOOP warning or error: its start, and where the rest is."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(logging.WARNING)
+        self.path = path
+
+    def emit(self, record) -> None:
+        lines = record.getMessage().splitlines()
+        text = lines[0] if lines else ""
+        text = text if len(text) <= 80 else text[:80] + "…"
+        print(f"SCOOP {record.levelname.lower()}: {text} (all of it in {self.path})", file=sys.stderr)
 
 
 def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> List[Any]:

@@ -35,7 +35,8 @@ from gp_losses import config as cfg
 from gp_losses.context import build_context
 from gp_losses.errors import InputError
 from gp_losses.outcomes import reusable
-from gp_losses.parallel import parallel_map, protocol_job, start_workers, train_job, worker_count
+from gp_losses.parallel import (parallel_map, protocol_job, route_scoop_log, start_workers, train_job,
+                                worker_count)
 from gp_losses.rundir import RunDir
 from gp_losses.sandbox import close_all
 
@@ -179,6 +180,7 @@ def retrain(run_dir: str, top: Optional[int] = None, seeds: Optional[int] = None
 def _retrain(run: Path, folder: Path, context, train_config, entries: List[Entry], seeds: int,
              schedule: str, split: str) -> Dict[str, Any]:
     run_id = "retrain-" + hashlib.sha1(str(run.resolve()).encode()).hexdigest()[:12]
+    route_scoop_log(str(folder / "scoop.log"))
     if split == "val":
         log.warning("task %s has no test split: the retrain scores val, the split the search "
                     "selected its losses on, so the found losses' scores are optimistic",

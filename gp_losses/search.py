@@ -17,7 +17,8 @@ from gp_losses import config as cfg
 from gp_losses.context import build_context, load_run_config
 from gp_losses.errors import InputError
 from gp_losses.evolution import Evolution, SearchState, evaluation_seed
-from gp_losses.parallel import parallel_map, scoop_running, start_workers, train_job, worker_count
+from gp_losses.parallel import (parallel_map, route_scoop_log, scoop_running, start_workers,
+                                train_job, worker_count)
 from gp_losses.rundir import RunDir, atomic_write
 from gp_losses.sandbox import close_all
 
@@ -91,6 +92,7 @@ def _search(context, rundir: RunDir, state: Optional[SearchState]) -> Dict[str, 
              rundir.path, context.task_cls.name, context.metric, context.config.search.evaluations,
              workers, " (SCOOP)" if scoop_running() else "", evolution.batch_size)
     rundir.write_status("running", evaluations=evolution.state.evaluations)
+    route_scoop_log(str(rundir.path / "scoop.log"))
     try:
         log.info("setting up task %s in %d worker process(es)", context.task_cls.name, workers)
         start_workers(evolution.spec)
