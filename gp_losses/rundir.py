@@ -9,6 +9,9 @@
     hall_of_fame.json   the best losses: expressions, formulas, scores
     baselines.json      the task's baselines trained with the best loss's seed (at the end)
     checkpoint.pkl      everything needed to resume, written after every batch
+    progress.png        top-5 score and loss counts against evaluations (gp_losses/plot.py)
+    scoop.log           SCOOP's own log, under `python -m scoop`
+    retrain/            `gp-losses retrain`: trainings.jsonl, report.md, report.csv
     .lock               held (flock) by the process that owns the run: one search at a time
 """
 
