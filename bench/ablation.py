@@ -11,8 +11,9 @@ search loop's own time: worker start-up and data loading are not counted) and th
 
 For each run: losses explored and proxy evaluations per hour, the share of evaluations that
 scored above chance (`--chance`: a score at or below it counts as chance), the best and the
-top-5 mean score at the end and against wall time, and the wall seconds in rejection rounds
-and in proxy training. Runs are serial searches (one worker each), `--parallel` of them at a
+top-5 mean score at 1/12, 1/3, 2/3 and all of the budget, the first time the top-5 mean
+reaches `--target`, and the wall seconds waiting on protocol jobs, on trainings, and in the
+origin's own serial work. Runs are serial searches (one worker each), `--parallel` of them at a
 time; every variant runs under the same conditions. Also writes `ablation-<task>.png` (the
 runs of the first seed, score and counts against wall time) into `--out`.
 
@@ -59,9 +60,15 @@ def command(task: str, out: Path, seed: int, budget: float, extra) -> list:
             "--seed", str(seed)] + [a for s in sets for a in ("--set", s)]
 
 
-def summarize(path: Path, chance: float) -> dict:
+def summarize(path: Path, chance: float, budget: float, target: float) -> dict:
     rows = read_logbook(path)
     last = rows[-1]
+
+    def at(seconds: float, key: str) -> float:
+        before = [r[key] for r in rows if r["seconds_wall"] <= seconds]
+        return round(before[-1], 4) if before else None
+
+    reached = [r["seconds_wall"] for r in rows if r["top5"] >= target]
     with open(path / "evaluations.jsonl") as fh:
         records = [json.loads(line) for line in fh]
     trained = [r for r in records if r.get("eval") is not None and "status" in r]
@@ -74,7 +81,11 @@ def summarize(path: Path, chance: float) -> dict:
         "share_above_chance": round(len(above) / len(trained), 4) if trained else None,
         "invalid": int(last["invalid"]), "best": last["best"], "top5": last["top5"],
         "rejection_wall_s": round(last["seconds_rejection_wall"], 1),
+        "protocol_map_s": round(last["seconds_rejection_map"], 1),
         "training_wall_s": round(last["seconds_training_wall"], 1),
+        "origin_s": round(last["seconds_origin"], 1),
+        "best_top5_at": {f"{t:g}": (at(t, "best"), at(t, "top5")) for t in (budget / 12, budget / 3, 2 * budget / 3, budget)},
+        "s_to_top5_target": round(reached[0], 1) if reached else None,
         "curve": [(round(r["seconds_wall"], 1), r["best"], r["top5"]) for r in rows[:: max(1, len(rows) // 20)]],
     }
 
@@ -86,6 +97,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=120.0, help="wall seconds per search")
     parser.add_argument("--parallel", type=int, default=os.cpu_count() or 1, help="searches at a time")
     parser.add_argument("--chance", type=float, help="score at or below which an evaluation is at chance")
+    parser.add_argument("--target", type=float, default=0.95, help="top-5 mean whose first time is reported")
     parser.add_argument("--out", default=str(ROOT / "outputs" / "ablation"))
     args = parser.parse_args()
     out = Path(args.out) / args.task
@@ -107,9 +119,9 @@ def main() -> None:
         proc.wait()
     results = {}
     for variant in VARIANTS:
-        runs = [summarize(run_dir(out, variant, s), chance) for s in args.seeds]
+        runs = [summarize(run_dir(out, variant, s), chance, args.budget, args.target) for s in args.seeds]
         keys = ("explored_per_hour", "evaluations_per_hour", "share_above_chance", "best", "top5",
-                "rejection_wall_s", "training_wall_s")
+                "rejection_wall_s", "protocol_map_s", "training_wall_s", "origin_s")
         results[variant] = {"mean": {k: round(statistics.fmean(r[k] for r in runs), 4) for k in keys},
                             "runs": runs}
     first = [str(run_dir(out, v, args.seeds[0])) for v in VARIANTS]

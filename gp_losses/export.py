@@ -43,9 +43,10 @@ def _indent(text: str, prefix: str) -> str:
     return "\n".join(prefix + line if line else line for line in text.splitlines())
 
 
-def to_source(space: SearchSpace, loss: Loss, header: str = "", inputs_doc: Mapping[str, str] = {},
-              class_name: str = CLASS_NAME) -> str:
+def to_source(space: SearchSpace, loss: Loss, header: str = "",
+              inputs_doc: Optional[Mapping[str, str]] = None, class_name: str = CLASS_NAME) -> str:
     """The standalone module's source for `loss` in `space`."""
+    inputs_doc = inputs_doc or {}
     used = sorted({node.name for tree in loss for node in tree if node.arity > 0})
     missing = [name for name in used if not space.operators.by_name[name].code]
     if missing:

@@ -75,27 +75,33 @@ def retrain_seed(k: int) -> int:
 
 
 class Trainings:
-    """retrain/trainings.jsonl: results by key; a torn last line (a kill mid-write) is skipped."""
+    """retrain/trainings.jsonl: the latest result of each training by key. A line torn by a
+    kill mid-write is cut off, so that the next line starts clean."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.done: Dict[str, Dict[str, Any]] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if reusable(record["result"]):  # ok or invalid: facts; a failure is trained again
-                    self.done[record["key"]] = record["result"]
+        self.latest: Dict[str, Dict[str, Any]] = {}
+        text = path.read_text() if path.is_file() else ""
+        if text and not text.endswith("\n"):
+            text = text[:text.rfind("\n") + 1]
+            with open(path, "r+") as fh:
+                fh.truncate(len(text.encode()))
+        for line in text.splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                self.latest[record["key"]] = record["result"]
+
+    def done(self, key: str) -> bool:
+        """Whether the training has a result to keep: ok or invalid are facts about the loss;
+        an error or a timeout is trained again."""
+        return key in self.latest and reusable(self.latest[key])
 
     def append(self, key: str, loss: str, seed: int, result: Dict[str, Any]) -> None:
         with open(self.path, "a") as fh:
             fh.write(json.dumps({"key": key, "loss": loss, "seed": seed, "result": result}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        if reusable(result):
-            self.done[key] = result
+        self.latest[key] = result
 
 
 @contextlib.contextmanager
@@ -195,7 +201,7 @@ def _retrain(run: Path, folder: Path, context, train_config, entries: List[Entry
         for k in range(seeds):
             key = training_key(entry.expr, retrain_seed(k), split, train_config)
             todo.append((key, entry, retrain_seed(k)))
-    missing = [job for job in todo if job[0] not in trainings.done]
+    missing = [job for job in todo if not trainings.done(job[0])]
     log.info("retrain %s: %d losses x %d seeds on %s, schedule %s: %d trainings to run, %d done "
              "before; %d worker(s)", run, len(entries), seeds, split, schedule, len(missing),
              len(todo) - len(missing), worker_count())
@@ -209,23 +215,12 @@ def _retrain(run: Path, folder: Path, context, train_config, entries: List[Entry
                 for (key, entry, seed), result in zip(chunk, results):
                     trainings.append(key, entry.name, seed, result)
                 bar.update(len(chunk))
-    for key, entry, seed in todo:
-        result = trainings.done.get(key)
-        if result is None:  # failed this time: shown as failed, trained again next time
-            result = next(r["result"] for r in _records(folder / "trainings.jsonl") if r["key"] == key)
-        entry.results.append({**result, "seed": seed})
+    for key, entry, seed in todo:  # a failure is shown as failed and trained again next time
+        entry.results.append({**trainings.latest[key], "seed": seed})
     summary = summarize(context, entries, seeds, schedule, split, options)
     (folder / "report.md").write_text(markdown(summary))
     (folder / "report.csv").write_text(to_csv(summary))
     return summary
-
-
-def _records(path: Path) -> List[Dict[str, Any]]:
-    out = []
-    for line in path.read_text().splitlines()[::-1]:  # the newest first
-        with contextlib.suppress(ValueError):
-            out.append(json.loads(line))
-    return out
 
 
 # --- the report -------------------------------------------------------------------------

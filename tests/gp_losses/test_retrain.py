@@ -161,3 +161,19 @@ def test_retrain_under_scoop_spreads_the_trainings_over_both_workers(tmp_path, f
     assert len(records) == 6 and all(r["result"]["status"] == "ok" for r in records)
     assert len({r["result"]["worker"] for r in records}) == 2
     assert [r["ok"] for r in _report_rows(run)] == ["2", "2", "2"]
+
+
+def test_a_line_torn_by_a_kill_is_cut_off_and_the_next_training_is_kept(tmp_path):
+    from gp_losses.retrain import Trainings
+
+    path = tmp_path / "trainings.jsonl"
+    ok = {"status": "ok", "score": 0.9, "metrics": {}, "error": None}
+    path.write_text(json.dumps({"key": "a", "loss": "ce", "seed": 1, "result": ok}) + '\n{"key": "b", "lo')
+    first = Trainings(path)
+    assert first.done("a") and not first.done("b")
+    first.append("b", "ce", 2, ok)
+    failed = {"status": "timeout", "score": None, "metrics": {}, "error": "time limit"}
+    first.append("c", "mse", 1, failed)
+    again = Trainings(path)
+    assert again.done("a") and again.done("b") and not again.done("c")
+    assert again.latest["c"]["error"] == "time limit"
