@@ -62,7 +62,10 @@ class SearchConfig:
     rejection: bool = True
     equivalence: bool = True
     stop_invalid: bool = True
-    chunk: int = option(16, 1, help="candidates per slot per rejection round")
+    chunk: int = option(1024, 1, help="most candidates of one slot's branch in one rejection job")
+    round_s: float = option(0.5, 0, lo_open=True, help="seconds of rejection work per worker per round")
+    """How long a worker checks candidates before it reports back and gets new ranges: the
+    longer, the fewer round trips; the shorter, the less speculative work (gp_losses/streams.py)."""
     compare_baselines: bool = True
     """After the search, train the task's baselines with the best loss's seed, for comparison."""
     max_attempts: int = option(200_000, 1, help="raw candidates per slot before giving up")

@@ -11,19 +11,21 @@
         record   HallOfFame, Statistics, Logbook, evaluations.jsonl, checkpoint
 
 Offspring are produced in batches of `search.batch` slots (default: one per worker). Each
-batch's rejection and proxy work is spread over SCOOP workers; all random choices are made in
-this process, in a fixed order, so a seed and a batch size fix the result with or without
-SCOOP, and a resumed run continues exactly where the checkpoint left it (the batch size is
-part of the checkpoint).
+batch's rejection and proxy work is spread over SCOOP workers. Selection is made in this
+process, in a fixed order; each slot's candidates come from generators seeded by the slot's
+number (gp_losses/streams.py), so workers can make and check them in any order. A seed and a
+batch size fix the result with or without SCOOP and with any number of workers, and a resumed
+run continues exactly where the checkpoint left it (the batch size is part of the checkpoint).
 
-Only facts about a loss are remembered: the protocol cache and the fingerprint -> score table
-take deterministic outcomes; a timeout, an error or a process that died is recorded and an
+Only facts about a loss are remembered: the workers' protocol caches and the fingerprint ->
+score table take deterministic outcomes; a timeout, an error or a process that died is recorded and an
 equivalent loss met later is evaluated afresh. When most recent jobs fail
 (`search.max_failed_share`), the run stops with the most frequent error.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import time
@@ -33,20 +35,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gp_losses import variation
 from gp_losses.config import to_dict
 from gp_losses.context import Context
 from gp_losses.errors import RunFailed, describe
-from gp_losses.outcomes import REASONS, TRANSIENT, FailureWatch, ProtocolResult, cacheable, reusable
-from gp_losses.parallel import parallel_map, protocol_job, train_job
+from gp_losses.outcomes import REASONS, STATIC, TRANSIENT, FailureWatch, reusable
+from gp_losses.parallel import candidates_job, parallel_map, train_job, worker_count
 from gp_losses.plot import write_progress
 from gp_losses.population import FAILED, Individual, SearchState, Slot, make_statistics, scored
-from gp_losses.rejection import static_reason
 from gp_losses.rundir import RunDir
-from gp_losses.trees import LossTree
+from gp_losses.sandbox import hard_limit
+from gp_losses.streams import RANDOM, Stream, plan
+from gp_losses.trees import parse_tree
 
 log = logging.getLogger("gp_losses")
-PROTOCOL_CACHE_SIZE = 50_000
 FILL_ROUNDS = 8
 """Most select-reject-dedupe rounds in one batch while offspring keep reusing known scores."""
 
@@ -79,6 +80,8 @@ class Evolution:
         """Seconds spent drawing progress.png in this process (None after a failed drawing)."""
         self.to_train = self.cfg.search.evaluations - self.state.evaluations
         """Proxy evaluations this process has to run: a shorter run is judged on all of them."""
+        self._random: Dict[int, Stream] = {}
+        """Per branch, the run's random stream, with what workers checked ahead of its use."""
 
     # --- the loop -----------------------------------------------------------------------
     def run(self) -> SearchState:
@@ -127,7 +130,7 @@ class Evolution:
             if self.state.created >= self.cfg.search.population_init and self.state.population:
                 parent = self.tournament()
             m = len(self.space.branches)
-            slots.append(Slot(parent, [None] * m, [()] * m, [{} for _ in range(m)]))
+            slots.append(Slot(parent, [None] * m, [()] * m, [{} for _ in range(m)], self.state.created))
             self.state.created += 1
         return slots
 
@@ -138,120 +141,90 @@ class Evolution:
         return pop[max(sample, key=lambda k: (pop[k].fitness.values[0], -sample.index(k)))]
 
     # --- vary + reject (loss-rejection protocol, Eq. 5-6) ---------------------------------
-    def _candidate(self, slot: Slot, branch: int) -> Tuple[LossTree, Dict[str, Any]]:
-        pset = self.space.psets[branch]
-        if slot.parent is None:
-            return variation.random_tree(pset, self.rng, self.space.depth), {"op": "init", "steps": []}
-        child, op, steps = variation.offspring(slot.parent[branch], pset, self.rng,
-                                               self.space.depth, self.space.height_limit)
-        return child, {"op": op, "steps": steps}
-
     def reject(self, slots: List[Slot]) -> List[Dict[str, Any]]:
-        """Fill every slot's branches with trees that pass the protocol (or, with rejection
-        off, with the first candidate). Returns the explored-candidate records."""
-        records: List[Dict[str, Any]] = []
+        """Fill every slot's branches with its stream's first candidate that passes (with
+        rejection off, candidate 0); the random slots share a stream per branch and take its
+        passes in order. Workers make and check the candidates (gp_losses/streams.py); the
+        answer does not depend on how many. Returns the explored-candidate records."""
         search = self.cfg.search
-        pending = [(s, k) for s in slots for k in range(len(self.space.branches))]
+        branches = range(len(self.space.branches))
+        fresh = [slot for slot in slots if slot.parent is None]
+        pools = {}
+        for k in branches if fresh else ():
+            pool = self._random.setdefault(k, Stream(RANDOM, k, None, 0))
+            start = self.state.random_next.get(k, 0)
+            pool.limit = start + search.max_attempts * len(fresh)
+            pool.restart(start, len(fresh))
+            pools[k] = pool
+        own = {(id(slot), k): Stream(slot.number, k, str(slot.parent[k]), search.max_attempts)
+               for slot in slots if slot.parent is not None for k in branches}
+        streams = list(pools.values()) + list(own.values())
         start = time.perf_counter()
-        rounds = 0
-        while pending:
-            # 1, 2, 4, ... candidates per slot and round, up to search.chunk: a copy or a good
-            # mutant passes in round one, a random loss needs many tries (pass rate ~0.1%)
-            chunk = min(search.chunk, 2 ** rounds) if search.rejection else 1
-            rounds += 1
-            jobs, batches = [], []
-            for slot, k in pending:
-                batch = []
-                for _ in range(chunk):
-                    tree, origin = self._candidate(slot, k)
-                    slot.attempts += 1
-                    batch.append(self._screen(slot, k, tree, origin, jobs))
-                batches.append((slot, k, batch))
+        limit = hard_limit(search.round_s + self.cfg.protocol.timeout_s)
+        while True:
+            jobs = plan(streams, worker_count(), search.chunk, search.round_s)
+            if not jobs:
+                break
             mapped = time.perf_counter()
-            results = parallel_map(protocol_job, [job for job, _ in jobs])
-            self.state.seconds["rejection_map"] += time.perf_counter() - mapped
-            for (_, entry), result in zip(jobs, results):
-                entry["result"] = result
-                self.state.seconds["rejection_worker"] += result["seconds"]
-                if search.rejection and cacheable(result):
-                    self._cache_put((entry["branch"], entry["expr"]), result)
-                failed = not result["passed"] and result["reason"] in TRANSIENT
-                self.failures.add("protocol", result["error"] or result["reason"] if failed else None)
+            answers = parallel_map(candidates_job, [
+                (self.spec, [(s.slot, s.branch, s.parent, lo, hi, s.first_only) for s, lo, hi in job],
+                 search.round_s) for job in jobs], item_limit_s=limit)
+            waited = time.perf_counter() - mapped
+            self.state.seconds["rejection_map"] += waited
+            log.debug("rejection round: %.3f s; per job candidates %s, protocol seconds %s", waited,
+                      [sum(len(p["results"]) for p in a) for a in answers],
+                      [round(sum(r[3]["seconds"] for p in a for r in p["results"]), 3) for a in answers])
+            for job, answer in zip(jobs, answers):
+                for (stream, lo, hi), part in zip(job, answer):
+                    stream.absorb(lo, hi, part["end"], part["results"], part["seconds"])
+                    for _, _, _, result in part["results"]:
+                        self.state.seconds["rejection_worker"] += result["seconds"]
+                        if result.get("cached") or result["reason"] in STATIC:
+                            continue  # no protocol run
+                        failed = not result["passed"] and result["reason"] in TRANSIENT
+                        self.failures.add("protocol", result["error"] or result["reason"] if failed else None)
             self.failures.check("protocol", search.failure_window)
-            pending = []
-            for slot, k, batch in batches:
-                if not self._accept(slot, k, batch, records):
-                    if slot.attempts >= search.max_attempts:
-                        reasons = ", ".join(f"{r} {self.state.counts[f'rejected_{r}']}" for r in REASONS
-                                            if self.state.counts[f"rejected_{r}"])
-                        raise RunFailed(
-                            f"no candidate passed the loss-rejection protocol in {slot.attempts} "
-                            f"attempts for one offspring (rejected so far: {reasons}); check the "
-                            "task's probe metric, or lower protocol.eta")
-                    pending.append((slot, k))
+            for stream in streams:
+                if stream.exhausted:
+                    raise RunFailed(
+                        f"no candidate passed the loss-rejection protocol in {stream.prefix - stream.start} "
+                        f"attempts for {stream.wanted} offspring (rejected: {self._reasons(stream)}); "
+                        "check the task's probe metric, or lower protocol.eta")
         self.state.seconds["rejection_wall"] += time.perf_counter() - start
+        shares = {k: iter(pool.answers()) for k, pool in pools.items()}
+        for k, pool in pools.items():
+            self.state.random_next[k] = pool.last + 1
+        records: List[Dict[str, Any]] = []
+        for slot in slots:
+            for k in branches:
+                if slot.parent is None:
+                    rejected, (_, expr, origin, result) = next(shares[k])
+                else:
+                    ((rejected, (_, expr, origin, result)),) = own[(id(slot), k)].answers()
+                for _, expr_r, origin_r, result_r in rejected:
+                    self.state.counts[f"rejected_{result_r['reason']}"] += 1
+                    records.append(self._candidate_record(k, expr_r, origin_r, result_r))
+                self.state.explored += len(rejected) + 1
+                slot.trees[k] = parse_tree(expr, self.space.psets[k])
+                slot.fingerprints[k] = tuple(result["fingerprint"])
+                slot.origin[k] = origin
+        self.state.seconds["speculative"] += sum(r[3]["seconds"] for s in own.values() for r in s.speculative())
         return records
 
-    def _screen(self, slot: Slot, k: int, tree: LossTree, origin: Dict[str, Any],
-                jobs: List[Any]) -> Dict[str, Any]:
-        """A candidate entry: decided at once (static check, cache) or queued as a job."""
-        expr = str(tree)
-        entry = {"branch": k, "expr": expr, "tree": tree, "origin": origin, "result": None}
-        optimize = self.cfg.search.rejection
-        if optimize:
-            reason = static_reason(tree, self.space.branches[k])
-            if reason:
-                entry["result"] = ProtocolResult(False, reason).to_dict()
-                return entry
-            cached = self.state.protocol_cache.get((k, expr))
-            if cached is not None:
-                self.state.protocol_cache.move_to_end((k, expr))
-                entry["result"] = dict(cached, seconds=0.0, cached=True)
-                return entry
-        if optimize or self.cfg.search.equivalence:
-            jobs.append(((self.spec, k, expr, optimize), entry))
-        else:
-            entry["result"] = ProtocolResult(True).to_dict()
-        return entry
+    @staticmethod
+    def _reasons(stream: Stream) -> str:
+        counts = collections.Counter(r[3]["reason"] for r in stream.done.values())
+        return ", ".join(f"{reason} {counts[reason]}" for reason in REASONS if counts[reason])
 
-    def _accept(self, slot: Slot, k: int, batch: List[Dict[str, Any]],
-                records: List[Dict[str, Any]]) -> bool:
-        """Take the first passing candidate of the batch (generation order); log the rest."""
-        accepted = False
-        for entry in batch:
-            result = entry["result"]
-            self.state.explored += 1
-            passed = result["passed"] or not self.cfg.search.rejection
-            if accepted:
-                status = "surplus"
-            elif passed:
-                status, accepted = "passed", True
-                slot.trees[k] = entry["tree"]
-                slot.fingerprints[k] = tuple(result["fingerprint"])
-                slot.origin[k] = entry["origin"]
-            else:
-                status = "rejected"
-                self.state.counts[f"rejected_{result['reason']}"] += 1
-            if status != "passed":
-                records.append(self._candidate_record(k, entry, status))
-        return accepted
-
-    def _candidate_record(self, k: int, entry: Dict[str, Any], status: str) -> Dict[str, Any]:
-        result = entry["result"]
-        record = {"index": None, "branch": self.space.branches[k].name, "expr": entry["expr"],
-                  "status": status, "reason": result["reason"] if status == "rejected" else None,
-                  "gain": result["gain"], "protocol_steps": result["steps"],
-                  "seconds": round(result["seconds"], 6), "op": entry["origin"]["op"],
-                  "mutations": entry["origin"]["steps"]}
+    def _candidate_record(self, k: int, expr: str, origin: Dict[str, Any],
+                          result: Dict[str, Any]) -> Dict[str, Any]:
+        record = {"index": None, "branch": self.space.branches[k].name, "expr": expr,
+                  "status": "rejected", "reason": result["reason"], "gain": result["gain"],
+                  "protocol_steps": result["steps"], "seconds": round(result["seconds"], 6),
+                  "op": origin["op"], "mutations": origin["steps"]}
         if result.get("error"):
             record["error"] = result["error"]
         return record
-
-    def _cache_put(self, key: Tuple[int, str], result: Dict[str, Any]) -> None:
-        cache = self.state.protocol_cache
-        cache[key] = {k: v for k, v in result.items() if k not in ("seconds", "cached")}
-        while len(cache) > PROTOCOL_CACHE_SIZE:
-            cache.popitem(last=False)
 
     # --- one batch: select, reject, dedupe until `n` losses need training --------------------
     def fill(self, n: int) -> Tuple[List[Dict[str, Any]], List[Individual], List[Any]]:
@@ -298,7 +271,8 @@ class Evolution:
         fitness. Only a training's deterministic outcome (ok, invalid) becomes known for
         reuse; a child whose equivalent in this batch failed is left `unscored`."""
         start = time.perf_counter()
-        results = parallel_map(train_job, [job for job, _ in jobs])
+        results = parallel_map(train_job, [job for job, _ in jobs],
+                               item_limit_s=hard_limit(self.cfg.proxy.timeout_s))
         self.state.seconds["training_wall"] += time.perf_counter() - start
         for (_, child), result in zip(jobs, results):
             self.state.seconds["training_worker"] += result["seconds"]

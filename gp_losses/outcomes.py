@@ -21,6 +21,9 @@ REASONS = ("no_prediction", "no_target", "no_interaction", "nonfinite", "zero_gr
            "monotone", "unbounded", "timeout", "error")
 """Why a candidate is rejected; `logbook.csv` counts each."""
 
+STATIC = frozenset({"no_prediction", "no_target", "no_interaction"})
+"""Reasons decided without running the protocol (rejection.static_reason)."""
+
 TRANSIENT = frozenset({"timeout", "error"})
 """Protocol reasons and training statuses that are not facts about the loss."""
 

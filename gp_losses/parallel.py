@@ -17,7 +17,7 @@ import socket
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, Iterable, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from gp_losses.outcomes import ProtocolResult, training_failure
 from gp_losses.sandbox import JobTimeout, ProcessDied, hard_limit, sandbox
@@ -76,13 +76,18 @@ class _ShortLine(logging.Handler):
         print(f"SCOOP {record.levelname.lower()}: {text} (all of it in {self.path})", file=sys.stderr)
 
 
-def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> List[Any]:
+def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any],
+                 item_limit_s: Optional[float] = None) -> List[Any]:
     """`[fn(x) for x in items]`, spread over SCOOP workers when running under SCOOP.
 
     The items go out as one future per worker (items i, i+W, i+2W, ... in future i). Left to
     itself, SCOOP 0.7's origin asks the broker for work whenever its own queue runs dry and
     then runs most futures itself (10 of 12 jobs in six two-job maps, measured). Here the
     origin keeps one future and never asks for more, so each worker gets one share.
+
+    `item_limit_s`: the longest one item may take (its job's hard limit). A future whose
+    worker has not answered within its items' limits is sent again (its worker is taken to be
+    lost, see `_resend_overdue`); None: it is waited for, however long.
     """
     items = list(items)
     if not items:
@@ -95,12 +100,65 @@ def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> List[Any]:
     queue = getattr(_control, "execQueue", None)
     if scoop.IS_ORIGIN and hasattr(queue, "lowwatermark"):  # SCOOP 0.7 internals; else as is
         queue.lowwatermark = 0.0
+        _resend_overdue(queue)
     width = min(worker_count(), len(items))
     groups = [items[i::width] for i in range(width)]
+    sent = [futures.submit(_run_group, (fn, group)) for group in groups]
+    if item_limit_s is not None:
+        now = time.monotonic()
+        for future, group in zip(sent, groups):
+            span = len(group) * item_limit_s + RESEND_SLACK_S
+            _DEADLINES[future.id] = (now + span, span)
     results: List[Any] = [None] * len(items)
-    for i, values in enumerate(futures.map(_run_group, [(fn, g) for g in groups])):
-        results[i::width] = values
+    try:
+        for i, future in enumerate(sent):
+            results[i::width] = future.result()
+    finally:
+        for future in sent:
+            _DEADLINES.pop(future.id, None)
     return results
+
+
+RESEND_SLACK_S = 30.0
+"""Added to a future's items' limits before it counts as lost (transfer, a busy origin)."""
+_DEADLINES: Dict[Any, Tuple[float, float]] = {}
+"""Future id -> (when it counts as lost, the span that deadline was set from)."""
+
+
+def _resend_overdue(queue: Any) -> None:
+    """Replace SCOOP 0.7's origin-side search for lost futures: send again only a future
+    that is past its deadline (set by parallel_map from its jobs' hard limits).
+
+    SCOOP's own version asks the broker, every 2 s while the origin waits, about every
+    future it sent away, and sends again any the broker says nobody holds. In SCOOP 0.7 that
+    answer is "nobody" for every future a worker holds: the broker drops a worker's futures
+    until its first status report (25 s after it starts) and then compares the ids it was
+    sent (pickled bytes) with the ids the report lists (tuples), which never match. So a job
+    that outlasts the origin's own share ran twice ("Lost track of future ... Resending it":
+    a 60-s job beside a 1-s one ran on both processes and the map took 65 s; a pose
+    retraining with 2-min jobs resent 10 of 12). A job cannot outlast its hard limit, so a
+    future still out after its items' limits has lost its worker: that one is sent again.
+    """
+    if getattr(queue, "_gp_losses_resend", False) or not hasattr(queue, "askForPreviousFutures"):
+        return
+
+    def resend_overdue() -> None:
+        from scoop import _control
+
+        now = time.monotonic()
+        for key, (deadline, span) in list(_DEADLINES.items()):
+            future = _control.futureDict.get(key)
+            if future is None or future.isDone:
+                continue
+            if now >= deadline:
+                logging.getLogger("SCOOPLogger").warning(
+                    "no answer from the worker running %s within its jobs' time limits: "
+                    "sending it again", key)
+                _DEADLINES[key] = (now + span, span)
+                queue.socket.sendFuture(future)
+
+    queue.askForPreviousFutures = resend_overdue
+    queue._gp_losses_resend = True
 
 
 def worker_id() -> str:
@@ -171,6 +229,38 @@ def protocol_job(job: Tuple[Dict[str, Any], int, str, bool]) -> Dict[str, Any]:
     except ProcessDied as exc:
         reason, error = "error", str(exc)
     return ProtocolResult(False, reason, seconds=time.perf_counter() - start).to_dict(error)
+
+
+def candidates_job(job: Tuple[Dict[str, Any], List[Any], float]) -> List[Dict[str, Any]]:
+    """Check candidates of several streams' ranges for about `seconds` (worker.run_candidates).
+
+    If the job kills its process or hangs, it is taken apart: each candidate is checked in a
+    job of its own, and the one that cannot be is reported as an error (made again, unchecked,
+    to name it). Never raises for a candidate's sake."""
+    spec, items, seconds = job
+    limit = hard_limit(seconds + spec["config"]["protocol"]["timeout_s"])
+    try:
+        return _sandbox(spec).call("candidates", (items, seconds), limit)
+    except (JobTimeout, ProcessDied):
+        pass
+    start, out = time.perf_counter(), []
+    for item in items:
+        results, index, began = [], item[3], time.perf_counter()
+        while index < item[4] and (time.perf_counter() - start < seconds or not (out or results)):
+            one = (*item[:3], index, index + 1, item[5])
+            try:
+                (part,) = _sandbox(spec).call("candidates", ([one], 0.0), limit)
+                result = part["results"][0]
+            except (JobTimeout, ProcessDied) as exc:
+                expr, origin = _sandbox(spec).call("describe", (one, index), limit)
+                reason = "timeout" if isinstance(exc, JobTimeout) else "error"
+                result = (index, expr, origin, ProtocolResult(False, reason).to_dict(str(exc)))
+            results.append(result)
+            index += 1
+            if result[3]["passed"] and item[5]:
+                break
+        out.append({"end": index, "results": results, "seconds": time.perf_counter() - began})
+    return out
 
 
 def train_job(job: Tuple[Dict[str, Any], Dict[str, str], int]) -> Dict[str, Any]:

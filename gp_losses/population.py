@@ -64,7 +64,6 @@ class SearchState:
 
     population: List[Individual] = field(default_factory=list)
     known: Dict[Any, Dict[str, Any]] = field(default_factory=dict)
-    protocol_cache: "collections.OrderedDict" = field(default_factory=collections.OrderedDict)
     counts: "collections.Counter" = field(default_factory=collections.Counter)
     seconds: Dict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
     created: int = 0
@@ -76,6 +75,8 @@ class SearchState:
     logbook: tools.Logbook = field(default_factory=tools.Logbook)
     jsonl_size: int = 0
     batch_size: int = 0
+    random_next: Dict[int, int] = field(default_factory=dict)
+    """Per branch, the first index of the run's random stream not yet used by a slot."""
     rng_state: Any = None
     numpy_state: Any = None
     torch_state: Any = None
@@ -89,4 +90,5 @@ class Slot:
     trees: List[Optional[LossTree]]
     fingerprints: List[Tuple[float, ...]]
     origin: List[Dict[str, Any]]
-    attempts: int = 0
+    number: int = 0
+    """Its place among all slots of the run: with the seed, it fixes its candidates."""

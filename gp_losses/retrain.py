@@ -38,7 +38,7 @@ from gp_losses.outcomes import reusable
 from gp_losses.parallel import (parallel_map, protocol_job, route_scoop_log, start_workers, train_job,
                                 worker_count)
 from gp_losses.rundir import RunDir
-from gp_losses.sandbox import close_all
+from gp_losses.sandbox import close_all, hard_limit
 
 log = logging.getLogger("gp_losses")
 SCHEDULES = ("long", "proxy")
@@ -137,7 +137,7 @@ def fingerprints(context, spec: Dict[str, Any], entries: List[Entry]) -> None:
     fingerprint with (paper section 3.2: the same gradient norms on the protocol's probe)."""
     branches = [b.name for b in context.space.branches]
     jobs = [(spec, k, entry.expr[b], False) for entry in entries for k, b in enumerate(branches)]
-    results = parallel_map(protocol_job, jobs)
+    results = parallel_map(protocol_job, jobs, item_limit_s=hard_limit(context.config.protocol.timeout_s))
     prints = {}
     for i, entry in enumerate(entries):
         own = results[i * len(branches):(i + 1) * len(branches)]
@@ -211,7 +211,8 @@ def _retrain(run: Path, folder: Path, context, train_config, entries: List[Entry
         with tqdm(total=len(missing), desc="trainings", unit="run", dynamic_ncols=True) as bar:
             for at in range(0, len(missing), width):
                 chunk = missing[at:at + width]
-                results = parallel_map(train_job, [(spec, entry.expr, seed) for _, entry, seed in chunk])
+                results = parallel_map(train_job, [(spec, entry.expr, seed) for _, entry, seed in chunk],
+                                       item_limit_s=hard_limit(spec["config"]["proxy"]["timeout_s"]))
                 for (key, entry, seed), result in zip(chunk, results):
                     trainings.append(key, entry.name, seed, result)
                 bar.update(len(chunk))

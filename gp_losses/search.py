@@ -20,7 +20,7 @@ from gp_losses.evolution import Evolution, SearchState, evaluation_seed
 from gp_losses.parallel import (parallel_map, route_scoop_log, scoop_running, start_workers,
                                 train_job, worker_count)
 from gp_losses.rundir import RunDir, atomic_write
-from gp_losses.sandbox import close_all
+from gp_losses.sandbox import close_all, hard_limit
 
 log = logging.getLogger("gp_losses")
 
@@ -123,7 +123,7 @@ def compare_baselines(evolution: Evolution, context, best_eval: int) -> Dict[str
     seed = evaluation_seed(context.config.seed, best_eval)
     names = list(context.task_cls.baselines)
     jobs = [(evolution.spec, context.task_cls.baselines[name], seed) for name in names]
-    results = parallel_map(train_job, jobs)
+    results = parallel_map(train_job, jobs, item_limit_s=hard_limit(context.config.proxy.timeout_s))
     return {name: {"score": r["score"], "status": r["status"], "metrics": r["metrics"], "seed": seed,
                    "expr": context.task_cls.baselines[name], "error": r["error"]}
             for name, r in zip(names, results)}

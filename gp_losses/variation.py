@@ -144,3 +144,19 @@ def offspring(tree: LossTree, pset: gp.PrimitiveSet, rng: random.Random, depth: 
         return random_tree(pset, rng, depth), "reinit", []
     child, steps = mutate(tree, pset, rng, 2, height_limit)
     return child, "mutate", steps
+
+
+def candidate_rng(seed: int, slot: int, branch: int, index: int) -> random.Random:
+    """The generator of candidate `index` for branch `branch` of offspring slot `slot`: fixed by
+    the run seed and those numbers alone, so any process can make any candidate."""
+    return random.Random(f"{seed}/{slot}/{branch}/{index}")
+
+
+def candidate(pset: gp.PrimitiveSet, parent: Optional[LossTree], rng: random.Random, depth: int = 3,
+              height_limit: int = HEIGHT_LIMIT) -> Tuple[LossTree, Dict[str, object]]:
+    """A candidate tree for one branch: random (`parent` None, while initializing) or an
+    offspring of the parent's tree; with how it was made ({"op", "steps"})."""
+    if parent is None:
+        return random_tree(pset, rng, depth), {"op": "init", "steps": []}
+    child, op, steps = offspring(parent, pset, rng, depth, height_limit)
+    return child, {"op": op, "steps": steps}

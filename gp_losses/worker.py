@@ -7,19 +7,21 @@ that fails, the child says why and exits, and the run stops. A job that crashes 
 (a segfault, os._exit, an out-of-memory kill) costs only that job: the sandbox notices the
 closed pipe and starts a fresh child.
 
-    parent -> child   ("init", {"spec", "index", "path"})  then ("protocol" | "train", job)
+    parent -> child   ("init", {"spec", "index", "path"})
+                      then ("candidates" | "describe" | "protocol" | "train", job)
     child -> parent   ("ready", device) | ("failed", (message, bad_input))  then ("done", result)
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -27,9 +29,13 @@ from gp_losses import config as cfg
 from gp_losses.context import build_context
 from gp_losses.errors import InputError, TaskSetupError, describe
 from gp_losses.evaluate import CandidateTimeout, call_with_time_limit, proxy_evaluate
-from gp_losses.outcomes import ProtocolResult, training_failure
-from gp_losses.rejection import Protocol
-from gp_losses.trees import parse_tree
+from gp_losses.outcomes import ProtocolResult, cacheable, training_failure
+from gp_losses.rejection import Protocol, static_reason
+from gp_losses.trees import LossTree, parse_tree
+from gp_losses.variation import candidate, candidate_rng
+
+PROTOCOL_CACHE_SIZE = 50_000
+"""Protocol results a worker remembers (deterministic outcomes only), least recently used out."""
 
 
 def device_for(kind: str, local_index: int, gpu_count: int) -> str:
@@ -56,14 +62,39 @@ class WorkerState:
         if config.search.rejection or config.search.equivalence:
             space = self.context.space
             self.protocol = Protocol(self.task, space.branches, space.operators, config.protocol)
+        self.cache: "collections.OrderedDict[Tuple[int, str], Dict[str, Any]]" = collections.OrderedDict()
+        """(branch, expr) -> protocol result, for the deterministic outcomes met here."""
+
+    def check(self, branch: int, tree: LossTree) -> Dict[str, Any]:
+        """The search's decision on one candidate: static checks, this worker's cache, then the
+        protocol (with `search.rejection` off: passed, with the fingerprint when
+        `search.equivalence` wants it). ProtocolResult.to_dict(), never raising."""
+        search = self.context.config.search
+        if search.rejection:
+            reason = static_reason(tree, self.context.space.branches[branch])
+            if reason:
+                return ProtocolResult(False, reason).to_dict()
+            key = (branch, str(tree))
+            cached = self.cache.get(key)
+            if cached is not None:
+                self.cache.move_to_end(key)
+                return dict(cached, seconds=0.0, cached=True)
+        elif not search.equivalence:
+            return ProtocolResult(True).to_dict()
+        result = protocol_result(self, branch, tree, search.rejection)
+        if not search.rejection:  # only the fingerprint was wanted: the first candidate is taken
+            return dict(result, passed=True)
+        if cacheable(result):
+            self.cache[key] = {k: v for k, v in result.items() if k != "seconds"}
+            while len(self.cache) > PROTOCOL_CACHE_SIZE:
+                self.cache.popitem(last=False)
+        return result
 
 
-def run_protocol(state: WorkerState, job: Tuple[int, str, bool]) -> Dict[str, Any]:
+def protocol_result(state: WorkerState, branch: int, tree: LossTree, optimize: bool) -> Dict[str, Any]:
     """The rejection protocol on one branch tree: ProtocolResult.to_dict(), never raising."""
-    branch, expr, optimize = job
     start, error = time.perf_counter(), None
     try:
-        tree = parse_tree(expr, state.context.space.psets[branch])
         result = call_with_time_limit(lambda: state.protocol.check(branch, tree, optimize),
                                       state.context.config.protocol.timeout_s)
     except CandidateTimeout as exc:
@@ -73,6 +104,72 @@ def run_protocol(state: WorkerState, job: Tuple[int, str, bool]) -> Dict[str, An
     if error:
         result.seconds = time.perf_counter() - start
     return result.to_dict(error)
+
+
+def run_protocol(state: WorkerState, job: Tuple[int, str, bool]) -> Dict[str, Any]:
+    """The protocol on one branch tree given as a string (a fingerprint for `retrain`)."""
+    branch, expr, optimize = job
+    try:
+        tree = parse_tree(expr, state.context.space.psets[branch])
+    except Exception as exc:
+        return ProtocolResult(False, "error").to_dict(describe(exc))
+    return protocol_result(state, branch, tree, optimize)
+
+
+Item = Tuple[int, int, Optional[str], int, int, bool]
+"""A range of one candidate stream: (slot number, branch, parent's branch tree or None, first
+index, end index, whether the range ends at its first pass)."""
+
+
+def _maker(state: WorkerState, item: Item) -> Callable[[int], Tuple[LossTree, Dict[str, Any]]]:
+    """index -> (candidate tree, how it was made) for the item's stream."""
+    slot, branch, parent = item[:3]
+    space, seed = state.context.space, state.context.config.seed
+    pset = space.psets[branch]
+    tree = parse_tree(parent, pset) if parent is not None else None
+    return lambda index: candidate(pset, tree, candidate_rng(seed, slot, branch, index),
+                                   space.depth, space.height_limit)
+
+
+def run_candidates(state: WorkerState, job: Tuple[List[Item], float]) -> List[Dict[str, Any]]:
+    """Candidates of the items' ranges, in order, each range until its first pass (when the
+    item says so), for about `seconds` (the candidate under way when time is up is finished;
+    at least one is checked).
+
+    Per item: {"end": first index not checked, "results": [(index, expr, origin, result)] for
+    every index checked, "seconds"}. The caller hands the unchecked rest of a range out again.
+    """
+    items, seconds = job
+    start = time.perf_counter()
+    out: List[Dict[str, Any]] = []
+    passed = set()
+
+    for item in items:
+        first, end = item[3], item[4]
+        results: List[Any] = []
+        index = first
+        if item[:2] in passed:  # a later range of a stream whose pass this job found
+            out.append({"end": index, "results": results, "seconds": 0.0})
+            continue
+        began = time.perf_counter()
+        make = _maker(state, item)
+        while index < end and (time.perf_counter() - start < seconds or not (out or results)):
+            tree, origin = make(index)
+            result = state.check(item[1], tree)
+            results.append((index, str(tree), origin, result))
+            index += 1
+            if result["passed"] and item[5]:
+                passed.add(item[:2])
+                break
+        out.append({"end": index, "results": results, "seconds": time.perf_counter() - began})
+    return out
+
+
+def run_describe(state: WorkerState, job: Tuple[Item, int]) -> Tuple[str, Dict[str, Any]]:
+    """Candidate `index` of the item's stream, made but not checked: (expr, origin)."""
+    item, index = job
+    tree, origin = _maker(state, item)(index)
+    return str(tree), origin
 
 
 def run_training(state: WorkerState, job: Tuple[Dict[str, str], int]) -> Dict[str, Any]:
@@ -95,8 +192,9 @@ def setup_failure(exc: BaseException) -> Tuple[str, bool]:
     return f"task setup failed: {exc if bad_input else describe(exc)}", bad_input
 
 
-JOBS: Dict[str, Callable[[WorkerState, Any], Dict[str, Any]]] = {
-    "protocol": run_protocol, "train": run_training}
+JOBS: Dict[str, Callable[[WorkerState, Any], Any]] = {
+    "candidates": run_candidates, "describe": run_describe, "protocol": run_protocol,
+    "train": run_training}
 
 
 class InProcess:

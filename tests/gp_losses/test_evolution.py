@@ -11,7 +11,7 @@ from gp_losses.evolution import FILL_ROUNDS, Evolution, evaluation_seed
 from gp_losses.population import Individual
 from gp_losses.search import run_search
 
-CANDIDATES = ("rejected", "surplus")
+CANDIDATES = ("rejected",)
 """Statuses of explored candidates that never became a loss of the population."""
 
 

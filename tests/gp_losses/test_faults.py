@@ -9,7 +9,7 @@ import time
 import pytest
 from search_helpers import FAST, IN_PROCESS, cli, lines, status
 
-from gp_losses import evaluate, evolution
+from gp_losses import evaluate, evolution, worker
 from gp_losses.config import dump
 from gp_losses.context import build_context, load_run_config
 from gp_losses.errors import RunFailed, TaskSetupError
@@ -20,6 +20,7 @@ from gp_losses.outcomes import ProtocolResult
 from gp_losses.rundir import RunDir
 from gp_losses.sandbox import close_all
 from gp_losses.space import SearchSpace
+from gp_losses.worker import WorkerState
 from gp_losses.search import run_search
 from tasks.base import TrainResult
 from tasks.cls import DigitsTask
@@ -113,25 +114,23 @@ def test_a_timeout_is_not_reused_and_an_equivalent_loss_trains_afresh(faulty_evo
 
 
 def test_a_transient_protocol_outcome_is_not_cached(faulty_evolution, monkeypatch):
-    """A protocol run that timed out is run again for the same candidate, not looked up."""
-    evo = faulty_evolution
-    (tree,) = evo.space.parse(CE)
-    monkeypatch.setattr(evo, "_candidate", lambda slot, k: (tree, {"op": "init", "steps": []}))
-    sent = []
+    """A protocol run that timed out is run again for the same candidate, not looked up; the
+    pass that follows is remembered."""
+    state = WorkerState({"config": evolution.to_dict(faulty_evolution.cfg)}, 0)
+    (tree,) = state.context.space.parse(CE)
+    runs = []
 
-    def protocol(fn, jobs):
-        sent.extend(job[2] for job in jobs)
-        if len(sent) == 1:
-            return [ProtocolResult(False, "timeout").to_dict("time limit of 1 s reached")]
-        return [ProtocolResult(True, None, 0.9, (1.0, 2.0), 10).to_dict() for _ in jobs]
+    def protocol(state_, branch, tree_, optimize):
+        runs.append(str(tree_))
+        if len(runs) == 1:
+            return ProtocolResult(False, "timeout").to_dict("time limit of 1 s reached")
+        return ProtocolResult(True, None, 0.9, (1.0, 2.0), 10).to_dict()
 
-    monkeypatch.setattr(evolution, "parallel_map", protocol)
-    (slot,) = _slots(evo, 1)
-    slot.trees = [None]
-    records = evo.reject([slot])
-    assert slot.trees[0] is not None and len(sent) >= 2  # checked again, and it passed
-    assert records[0]["reason"] == "timeout"
-    assert all(entry.get("reason") != "timeout" for entry in evo.state.protocol_cache.values())
+    monkeypatch.setattr(worker, "protocol_result", protocol)
+    first, second, third = (state.check(0, tree) for _ in range(3))
+    assert first["reason"] == "timeout" and second["passed"] and third["passed"]
+    assert runs == [CE, CE]  # checked again after the timeout; the pass came from the cache
+    assert third.get("cached") and not second.get("cached")
 
 
 def test_a_run_whose_trainings_mostly_fail_stops_with_the_error(tmp_path):

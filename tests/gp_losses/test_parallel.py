@@ -1,10 +1,15 @@
-"""SCOOP's own log, routed to the run directory."""
+"""SCOOP's own log, routed to the run directory; lost futures sent again only when overdue; a
+rejection job that kills its process, taken apart."""
 
 import logging
+import time
+import types
 
 import pytest
+from scoop import _control
 
 from gp_losses import parallel
+from gp_losses.sandbox import ProcessDied
 
 
 @pytest.fixture
@@ -41,3 +46,60 @@ def test_without_scoop_the_log_is_left_alone(tmp_path, monkeypatch):
     before = list(logging.getLogger("SCOOPLogger").handlers)
     parallel.route_scoop_log(str(tmp_path / "scoop.log"))
     assert logging.getLogger("SCOOPLogger").handlers == before and not (tmp_path / "scoop.log").exists()
+
+
+class FakeQueue:
+    def __init__(self):
+        self.sent = []
+        self.socket = types.SimpleNamespace(sendFuture=self.sent.append)
+
+    def askForPreviousFutures(self):  # SCOOP's own: asks the broker, which always says "lost"
+        raise AssertionError("SCOOP's own search for lost futures must not run")
+
+
+def test_only_a_future_past_its_jobs_time_limits_is_sent_again(monkeypatch, caplog):
+    queue = FakeQueue()
+    parallel._resend_overdue(queue)
+    now = time.monotonic()
+    futures = {key: types.SimpleNamespace(isDone=done) for key, done in
+               (("overdue", False), ("running", False), ("finished", True))}
+    monkeypatch.setattr(_control, "futureDict", futures, raising=False)
+    monkeypatch.setattr(parallel, "_DEADLINES", {"overdue": (now - 1, 50.0), "running": (now + 100, 50.0),
+                                                 "finished": (now - 1, 50.0)})
+    queue.askForPreviousFutures()
+    assert queue.sent == [futures["overdue"]]
+    assert parallel._DEADLINES["overdue"][0] > now + 40  # given its span again, not resent at once
+    queue.askForPreviousFutures()
+    assert queue.sent == [futures["overdue"]]
+    assert "sending it again" in caplog.text
+
+
+class DyingSandbox:
+    """Kills its process on a job of several candidates, and on candidate 3 alone."""
+
+    def __init__(self):
+        self.calls = []
+
+    def call(self, kind, job, timeout):
+        self.calls.append(kind)
+        if kind == "describe":
+            item, index = job
+            return f"expr{index}", {"op": "init", "steps": []}
+        (item,), _ = job
+        if item[4] - item[3] > 1 or item[3] == 3:
+            raise ProcessDied("process died: signal 11 (SIGSEGV); 2 attempt(s)")
+        passed = item[3] == 5
+        result = {"passed": passed, "reason": None if passed else "low_gain", "seconds": 0.01}
+        return [{"end": item[3] + 1, "results": [(item[3], f"expr{item[3]}", {}, result)], "seconds": 0.01}]
+
+
+def test_a_rejection_job_that_kills_its_process_is_checked_candidate_by_candidate(monkeypatch):
+    box = DyingSandbox()
+    monkeypatch.setattr(parallel, "_sandbox", lambda spec: box)
+    spec = {"config": {"protocol": {"timeout_s": 5}}}
+    (part,) = parallel.candidates_job((spec, [(0, 0, None, 0, 10, True)], 60.0))
+    assert part["end"] == 6  # stopped at the first pass
+    assert [r[0] for r in part["results"]] == list(range(6))
+    killer = part["results"][3]
+    assert killer[1] == "expr3" and killer[3]["reason"] == "error" and "SIGSEGV" in killer[3]["error"]
+    assert part["results"][5][3]["passed"] and box.calls.count("describe") == 1

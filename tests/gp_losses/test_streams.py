@@ -1,0 +1,134 @@
+"""Candidate streams (gp_losses/streams.py): what the rejection phase finds does not depend on
+how many workers share it, nor on how far each gets in a round."""
+
+import functools
+import random
+
+import pytest
+
+from gp_losses.streams import Stream, plan
+
+
+def passes(slot, index):
+    """A stand-in for the protocol: a fixed, sparse set of passing candidates per stream."""
+    return random.Random(f"{slot}/{index}").random() < (0.5 if slot % 3 == 0 else 0.02)
+
+
+def run_rounds(streams, workers, rng, cap=64):
+    """Drive the streams as Evolution.reject does; each job checks its ranges in order, each
+    until its first pass, and stops after a random number of candidates (at least one)."""
+    rounds = 0
+    while True:
+        jobs = plan(streams, workers, cap)
+        if not jobs:
+            return rounds
+        rounds += 1
+        seen = set()
+        for job in jobs:
+            budget = rng.randint(1, 40)
+            checked, found = 0, set()
+            for stream, lo, hi in job:
+                assert not any((stream.slot, i) in seen for i in range(lo, hi))  # no overlap in a round
+                seen.update((stream.slot, i) for i in range(lo, hi))
+                results, index = [], lo
+                while index < hi and stream.slot not in found and (checked < budget or checked == 0):
+                    ok = passes(stream.slot, index)
+                    results.append((index, f"e{index}", {"op": "init"}, {"passed": ok, "seconds": 0.0}))
+                    index += 1
+                    checked += 1
+                    if ok and stream.first_only:
+                        found.add(stream.slot)
+                        break
+                stream.absorb(lo, hi, index, results)
+
+
+def answers(workers, seed, n=7, limit=10_000):
+    streams = [Stream(slot, 0, "parent", limit) for slot in range(n)]
+    run_rounds(streams, workers, random.Random(seed))
+    assert all(s.decided for s in streams)
+    return [(len(s.answers()[0][0]), s.answers()[0][1][0]) for s in streams], streams
+
+
+@functools.lru_cache(maxsize=None)
+def first_passes(slot, m=1):
+    found = []
+    for i in range(100_000):
+        if len(found) == m:
+            break
+        if passes(slot, i):
+            found.append(i)
+    return found
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 16, 64])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_worker_count_and_timing_finds_each_streams_first_pass(workers, seed):
+    found, streams = answers(workers, seed)
+    assert found == [(first_passes(slot)[0], first_passes(slot)[0]) for slot in range(7)]
+    for stream in streams:
+        ((rejected, accepted),) = stream.answers()
+        assert [r[0] for r in rejected] == list(range(accepted[0]))
+        assert all(not r[3]["passed"] for r in rejected) and accepted[3]["passed"]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_a_pool_of_random_slots_takes_its_first_passes_in_order(workers):
+    pool = Stream(1, 0, None, 10_000, wanted=4)  # slot 1 passes 2% of the time
+    run_rounds([pool, Stream(3, 0, "parent", 100)], workers, random.Random(workers))
+    assert pool.decided and not pool.first_only
+    expected = first_passes(1, 4)
+    start = 0
+    for (rejected, accepted), index in zip(pool.answers(), expected):
+        assert accepted[0] == index and [r[0] for r in rejected] == list(range(start, index))
+        start = index + 1
+    assert len(pool.answers()) == 4
+
+
+def test_one_worker_does_no_speculative_work():
+    _, streams = answers(1, 0)
+    assert all(not s.speculative() for s in streams)
+
+
+def test_a_stream_with_no_pass_under_its_limit_is_exhausted():
+    stream = Stream(1, 0, None, limit=30)  # slot 1 passes 2% of the time; none in its first 30
+    assert first_passes(1)[0] >= 30
+    run_rounds([stream], 2, random.Random(0))
+    assert stream.exhausted and not stream.decided and stream.prefix == 30 and stream.next == 30
+
+
+def test_own_streams_get_the_earliest_ranges_and_gaps_go_out_again():
+    a, b = Stream(0, 0, "parent", 1000), Stream(1, 0, "parent", 1000)  # offspring: 1, 2, 4, ...
+    jobs = plan([a, b], 2, cap=8)
+    assert [(s.slot, lo, hi) for s, lo, hi in jobs[0]] == [(0, 0, 1), (1, 1, 3)]
+    assert [(s.slot, lo, hi) for s, lo, hi in jobs[1]] == [(1, 0, 1), (0, 1, 3)]
+    a.absorb(0, 1, 1, [(0, "x", {}, {"passed": False})])
+    a.absorb(1, 3, 1, [])  # not reached: handed out again first, then new indices up to 4
+    assert a.take(8) == [(1, 3), (3, 5)] and a.take(8) == [(5, 13)]
+    a.absorb(5, 13, 7, [(i, "x", {}, {"passed": i == 6}) for i in (5, 6)])
+    a.absorb(1, 3, 1, [])
+    a.absorb(3, 5, 3, [])
+    assert a.take(8) == [(1, 3), (3, 5)] and a.take(8) == []  # only what lies before the pass
+
+
+def test_random_streams_start_wide_and_the_last_gap_is_split_between_workers():
+    a = Stream(0, 0, None, 1000)
+    assert a.take(64) == [(0, 64)] and a.take(64) == [(64, 128)]  # no 1, 2, 4, ...: rarely passes
+    a.absorb(64, 128, 65, [(64, "x", {}, {"passed": True})])
+    a.absorb(0, 64, 10, [(i, "x", {}, {"passed": False}) for i in range(10)])  # time box
+    jobs = plan([a], 2, 64)  # 54 unchecked before the pass, shared by both workers
+    assert [[(lo, hi) for _, lo, hi in job] for job in jobs] == [[(10, 37)], [(37, 64)]]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_the_random_stream_goes_on_from_batch_to_batch_as_one_stream(workers):
+    """Batches of 3, 1 and 2 random slots take the run's passes 1-3, 4, 5-6, whatever was
+    checked ahead in an earlier batch."""
+    stream, start, taken = Stream(1, 0, None, 0), 0, []
+    for wanted in (3, 1, 2):
+        stream.limit = start + 5000 * wanted
+        stream.restart(start, wanted)
+        run_rounds([stream], workers, random.Random(wanted))
+        taken += [accepted[0] for _, accepted in stream.answers()]
+        assert [r[0] for r in stream.answers()[0][0]] == list(range(start, stream.answers()[0][1][0]))
+        start = stream.last + 1
+    assert taken == first_passes(1, 6)
