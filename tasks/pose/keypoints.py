@@ -9,6 +9,9 @@ NAMES = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulde
          "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
 K = len(NAMES)
 
+FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+"""Left/right keypoint pairs, swapped when an image is mirrored."""
+
 SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87,
                    .89, .89]) / 10.0
 """The 17 standard COCO OKS sigmas (as in pycocotools' COCOeval)."""

@@ -91,6 +91,13 @@ class PoseTask(Task):
         warmup: int = option(50, 1, help="linear warm-up iterations, then the schedule")
         schedule: str = option("cosine", choices=("cosine", "constant"))
         eval_batch: int = option(128, 1)
+        loader: str = option("memory", choices=("memory", "stream"),
+                             help="memory: all crops made once, as tensors; stream: a DataLoader")
+        loader_workers: int = option(0, 0, help="DataLoader processes (stream); 0: in the training process")
+        pin_memory: bool = False       # DataLoader pin_memory (stream), for CUDA
+        augment: bool = False          # Simple Baselines' flip, scale and rotation (stream)
+        augment_scale: float = option(0.3, 0, 0.9, help="crop scale factor in [1 - s, 1 + s]")
+        augment_rotation: float = option(40.0, 0, 180, help="rotation in [-r, r] degrees")
 
     @classmethod
     def check_options(cls, options: Any) -> None:
@@ -103,6 +110,9 @@ class PoseTask(Task):
                                   f"{multiple}, got {getattr(options, key)}")
         if options.width % 2:
             raise ConfigError(f"task.options.width: expected an even number, got {options.width}")
+        if options.augment and options.loader != "stream":
+            raise ConfigError("task.options.augment: augmentation makes new crops at every draw; it needs "
+                              "task.options.loader: stream")
 
     # --- data ----------------------------------------------------------------------------
     def _root(self) -> Path:
@@ -127,11 +137,32 @@ class PoseTask(Task):
         if opt.weights_file and not Path(opt.weights_file).is_file():
             raise InputError(f"task.options.weights_file: {opt.weights_file!r} is not a file")
         root = self._root()
-        self.train_set = pose_data.load_split(root, opt.train_split, self.input_hw, self.heatmap_hw,
-                                              opt.train_limit or None)
         split = opt.test_split if self.split == "test" else opt.val_split
-        self.eval_set = pose_data.load_split(root, split, self.input_hw, self.heatmap_hw,
-                                             opt.val_limit or None)
+        aspect = self.input_hw[1] / self.input_hw[0]
+        if opt.loader == "memory":
+            self.train_set = pose_data.load_split(root, opt.train_split, self.input_hw, self.heatmap_hw,
+                                                  opt.train_limit or None)
+            self.eval_set = pose_data.load_split(root, split, self.input_hw, self.heatmap_hw,
+                                                 opt.val_limit or None)
+            return
+        augment = (pose_data.Augment(opt.augment_scale, opt.augment_rotation) if opt.augment else None)
+        self.train_crops = pose_data.PoseCrops(
+            pose_data.read_index(root, opt.train_split, aspect, opt.train_limit or None),
+            self.input_hw, self.heatmap_hw, augment)
+        self.eval_crops = pose_data.PoseCrops(pose_data.read_index(root, split, aspect, opt.val_limit or None),
+                                              self.input_hw, self.heatmap_hw)
+        self.train_set = self.eval_set = None
+
+    def _eval_meta(self):
+        """What evaluate() needs of the scored split: centres, scales, image ids, ground truth."""
+        return self.eval_set if self.eval_set is not None else self.eval_crops.index
+
+    def _loader(self, dataset, sampler=None, batch_size: int = 1, drop_last: bool = False):
+        opt = self.options
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                                           num_workers=opt.loader_workers,
+                                           pin_memory=opt.pin_memory and torch.device(self.device).type == "cuda",
+                                           drop_last=drop_last)
 
     def _network(self, seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)
@@ -149,15 +180,18 @@ class PoseTask(Task):
     # --- the contract --------------------------------------------------------------------
     def probe(self, n: int, seed: int) -> Probe:
         self.ensure_setup()
-        ts = self.train_set
+        size = len(self.train_set.images) if self.train_set is not None else len(self.train_crops)
         gen = torch.Generator().manual_seed(seed)
-        index = torch.randperm(len(ts.images), generator=gen)[:n]
+        index = torch.randperm(size, generator=gen)[:n]
+        if self.train_set is not None:
+            ts, index = self.train_set, index.numpy()
+        else:  # the probe crops only, made without augmentation
+            ts, index = self.train_crops.stack(index.tolist()), np.arange(len(index))
         outputs = self._predict(self._network(seed), ts.images[index])
-        centers, sizes = ts.centers[index.numpy()], ts.scales[index.numpy()]
-        joints = image_joints(ts, index.numpy())
+        joints = image_joints(ts, index)
         targets = {"heatmaps": ts.heatmaps[index], "weights": ts.weights[index],
-                   "joints": joints, "visible": ts.weights[index].numpy(), "centers": centers,
-                   "sizes": sizes, "areas": ts.areas[index.numpy()]}
+                   "joints": joints, "visible": ts.weights[index].numpy(), "centers": ts.centers[index],
+                   "sizes": ts.scales[index], "areas": ts.areas[index]}
         return Probe(outputs={"heatmap": outputs}, targets={"heatmap": targets},
                      ideal={"heatmap": ts.heatmaps[index].clone()})
 
@@ -175,30 +209,49 @@ class PoseTask(Task):
     def iterations(self) -> int:
         opt = self.options
         if opt.epochs > 0:
-            return max(1, math.ceil(opt.epochs * len(self.train_set.images) / opt.batch_size))
+            size = len(self.train_set.images) if self.train_set is not None else len(self.train_crops)
+            return max(1, math.ceil(opt.epochs * size / opt.batch_size))
         return opt.iterations
+
+    def _batches(self, seed: int, total: int):
+        """`total` training batches (images, heatmaps, weights) drawn with `seed`."""
+        opt = self.options
+        if self.train_set is not None:  # in memory: random persons, with replacement
+            ts = self.train_set
+            gen = torch.Generator().manual_seed(seed)
+            for _ in range(total):
+                index = torch.randint(0, len(ts.images), (min(opt.batch_size, len(ts.images)),), generator=gen)
+                yield ts.images[index], ts.heatmaps[index], ts.weights[index]
+            return
+        crops = self.train_crops
+        batch = min(opt.batch_size, len(crops))
+        sampler = pose_data.DrawSampler(len(crops), total * batch, seed)
+        for item in self._loader(crops, sampler, batch, drop_last=True):
+            yield item["image"], item["heatmaps"], item["weights"]
 
     def train(self, loss: LossFn, seed: int) -> TrainResult:
         self.ensure_setup()
-        opt, ts = self.options, self.train_set
+        opt = self.options
         net = self._network(seed)
         adam = torch.optim.Adam(net.parameters(), lr=opt.lr)
         total = self.iterations()
         cosine = opt.schedule == "cosine"
         schedule = torch.optim.lr_scheduler.LambdaLR(
             adam, lambda it: warmup_cosine(it, total, opt.warmup) if cosine else min(1.0, (it + 1) / opt.warmup))
-        gen = torch.Generator().manual_seed(seed)
         net.train()
-        for _ in range(total):
-            index = torch.randint(0, len(ts.images), (min(opt.batch_size, len(ts.images)),), generator=gen)
-            heatmaps = net(ts.images[index].to(self.device))
-            targets = {"heatmaps": ts.heatmaps[index], "weights": ts.weights[index]}
+        for images, target_maps, weights in self._batches(seed, total):
+            heatmaps = net(images.to(self.device, non_blocking=True))
+            targets = {"heatmaps": target_maps, "weights": weights}
             value = loss({"heatmap": self.loss_inputs("heatmap", heatmaps, targets)})
             adam.zero_grad()
             value.backward()
             adam.step()
             schedule.step()
-        heatmaps = self._predict(net, self.eval_set.images)
+        if self.eval_set is not None:
+            heatmaps = self._predict(net, self.eval_set.images)
+        else:
+            heatmaps = torch.cat([self._predict(net, item["image"]) for item in
+                                  self._loader(self.eval_crops, batch_size=opt.eval_batch)])
         if not torch.isfinite(heatmaps).all():
             return TrainResult.invalid("the trained network's heatmaps are not finite", total)
         metrics = self.evaluate(heatmaps)
@@ -206,7 +259,7 @@ class PoseTask(Task):
 
     def evaluate(self, heatmaps: torch.Tensor) -> Dict[str, float]:
         """COCO keypoint AP of predicted heatmaps of the scored split (pycocotools)."""
-        vs = self.eval_set
+        vs = self._eval_meta()
         coords, maxvals = pose_metric.decode(heatmaps, self.stride)
         keypoints = pose_metric.to_image(coords.numpy(), vs.centers, vs.scales, self.input_hw)
         results = pose_metric.coco_results(vs.image_ids, keypoints, maxvals.numpy())

@@ -128,10 +128,10 @@ def test_paper_config_runs_two_iterations_on_a_coco_fixture(tmp_path):
     assert (task.options.input_height, task.options.input_width) == (256, 192)
     loss = context.space.compile(context.space.parse(PoseTask.baselines["mse"]))
     result = proxy_evaluate(task, loss, seed=0, timeout_s=600)
-    assert result["status"] == "ok" and result["iterations"] == 2
+    assert result["status"] == "ok" and result["iterations"] == 2, result.get("error")
     assert set(result["metrics"]) == {"ap", "ap50", "ap75", "ar"}
     assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
-    assert task.train_set.heatmaps.shape[2:] == (64, 48)
+    assert task.train_crops[0]["heatmaps"].shape[1:] == (64, 48) and task.train_crops.augment is not None
 
 
 def test_missing_data_root_is_bad_input(tmp_path):
@@ -164,3 +164,62 @@ def test_the_test_split_is_other_people_and_leaves_train_and_val_unchanged(tiny_
     (folder,) = [p for p in root.iterdir() if p.is_dir()]
     names = {p.name for p in (folder / "annotations").iterdir()}
     assert names == {f"person_keypoints_{s}.json" for s in ("train", "val", "test")}
+
+
+def _two_dots(tmp_path):
+    """One 128 x 128 image: a red dot at the person's left wrist, a green one at the right."""
+    from PIL import Image
+
+    from tasks.pose.data import box_to_crop, PoseIndex
+
+    pixels = np.zeros((128, 128, 3), dtype=np.uint8)
+    kp = np.zeros((K, 3), dtype=np.float32)
+    for joint, (x, y), channel in ((9, (52, 58), 0), (10, (74, 66), 1)):
+        pixels[y - 1:y + 2, x - 1:x + 2, channel] = 255
+        kp[joint] = (x, y, 2)
+    path = tmp_path / "dots.png"
+    Image.fromarray(pixels).save(path)
+    center, size = box_to_crop([34, 30, 60, 70], 48 / 64)
+    return PoseIndex([path], kp[None], center[None], size[None], np.array([4200.0]), [1], {})
+
+
+def test_augmentation_moves_the_joints_with_the_pixels_and_swaps_left_and_right(tmp_path):
+    from tasks.pose.data import Augment, PoseCrops
+
+    crops = PoseCrops(_two_dots(tmp_path), (64, 48), (32, 24), Augment())
+    mirrored = 0
+    for seed in range(40):
+        item = crops[(0, seed)]
+        image = item["image"].numpy() * np.array([0.229, 0.224, 0.225])[:, None, None] \
+            + np.array([0.485, 0.456, 0.406])[:, None, None]
+        red = np.unravel_index(np.argmax(image[0] - image[1]), image.shape[1:])[::-1]
+        green = np.unravel_index(np.argmax(image[1] - image[0]), image.shape[1:])[::-1]
+        joints = item["joints"].numpy()
+        if np.abs(joints[10] - red).max() <= 1.5:  # mirrored: the red wrist is now the right one
+            mirrored += 1
+            assert np.abs(joints[9] - green).max() <= 1.5, seed
+        else:
+            assert np.abs(joints[9] - red).max() <= 1.5 and np.abs(joints[10] - green).max() <= 1.5, seed
+        assert item["weights"][9] == item["weights"][10] == 1
+    assert 5 < mirrored < 35  # about half the draws
+
+
+def test_the_streamed_augmented_training_is_the_same_with_loader_workers(tiny_pose):
+    import dataclasses
+
+    results = []
+    for workers in (0, 2):
+        task = PoseTask(dataclasses.replace(tiny_pose.options, loader="stream", augment=True,
+                                            loader_workers=workers))
+        space = build_context(load_run_config("pose", None, [])).space
+        loss = space.compile(space.parse(PoseTask.baselines["mse"]))
+        results.append(proxy_evaluate(task, loss, seed=3, timeout_s=300))
+        assert task.train_set is None and len(task.train_crops) == 48
+    assert results[0]["status"] == "ok" and results[0]["metrics"] == results[1]["metrics"]
+
+
+def test_augmentation_needs_the_streaming_loader():
+    from gp_losses.config import ConfigError
+
+    with pytest.raises(ConfigError, match="task.options.augment.*loader: stream"):
+        load_run_config("pose", None, ["task.options.augment=true"])
