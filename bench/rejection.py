@@ -9,7 +9,15 @@ and reports raw candidates per minute with 1 and 2 processes (one torch thread e
 share of accept/reject decisions equal to the full paper protocol's (lr 1e-3, 500 steps, no
 early exit). Decisions are deterministic, so they are computed once per policy.
 
+With `--mix search` the second kind is `offspring` instead: what a search makes of a good
+parent (`variation.offspring`: a copy 10 %, a new random loss 50 %, two mutations 40 %), and
+each process keeps the decisions it made, as a search's workers do, so a copy met again costs
+nothing. Policies `cls_config` and `pose_config` are the protocols of runs/cls.yaml and
+runs/pose.yaml.
+
     python bench/rejection.py [--random 600] [--mutants 200] [--subset 200] [--only seg]
+    python bench/rejection.py --only seg --mix search --random 300 --mutants 300 \
+        --policies paper_full cls_config pose_config
 """
 
 from __future__ import annotations
@@ -45,12 +53,16 @@ POLICIES = {
                                 reject_unbounded=False),
     "fast_early": dict(lr=5e-3, steps=100, early_exit=True, check_every=25),
     "fast50_early": dict(lr=1e-2, steps=50, early_exit=True, check_every=25),
+    "cls_config": dict(lr=5e-3, steps=100, early_exit=True, check_every=25),
+    "pose_config": dict(lr=5e-3, steps=100, early_exit=False, reject_step=10, reject_gain=0.1),
 }
 STATIC_SAMPLE = 25
 """Statically rejected candidates per reason that are also run through the full protocol."""
 
 _PROTOCOL: Protocol = None
 _SPACE: SearchSpace = None
+_MEMO: Dict[str, Tuple[bool, str, int]] = {}
+_REMEMBER = False
 
 
 def make_task(name: str):
@@ -63,8 +75,10 @@ def make_task(name: str):
     return SegProbeTask(size=64, classes=21)
 
 
-def _init(task_name: str, policy: Dict) -> None:
-    global _PROTOCOL, _SPACE
+def _init(task_name: str, policy: Dict, remember: bool = False) -> None:
+    global _PROTOCOL, _SPACE, _REMEMBER
+    _REMEMBER = remember
+    _MEMO.clear()
     torch.set_num_threads(1)
     task = make_task(task_name)
     _SPACE = SearchSpace(task.branches)
@@ -72,48 +86,67 @@ def _init(task_name: str, policy: Dict) -> None:
 
 
 def _check(expr: str, static: bool = True) -> Tuple[bool, str, int]:
+    if _REMEMBER and expr in _MEMO:
+        return _MEMO[expr]
     result = _PROTOCOL.check(0, parse_tree(expr, _SPACE.psets[0]), static=static)
-    return result.passed, result.reason or "", result.steps
+    decision = result.passed, result.reason or "", result.steps
+    if _REMEMBER:
+        _MEMO[expr] = decision
+    return decision
 
 
 def _check_no_static(expr: str) -> Tuple[bool, str, int]:
     return _check(expr, static=False)
 
 
-def run(task_name: str, policy: Dict, exprs: List[str], processes: int, fn=_check):
+def run(task_name: str, policy: Dict, exprs: List[str], processes: int, fn=_check, remember=False):
     """(decisions, seconds) for `exprs` on `processes` worker processes (start-up excluded)."""
     ctx = mp.get_context("fork")
-    with ctx.Pool(processes, initializer=_init, initargs=(task_name, policy)) as pool:
-        pool.map(_check, exprs[:processes])  # warm-up: probes built, torch loaded
+    with ctx.Pool(processes, initializer=_init, initargs=(task_name, policy, remember)) as pool:
+        pool.map(_warm, range(processes))  # probes built, torch loaded
         start = time.perf_counter()
         results = pool.map(fn, exprs, chunksize=1)
         return results, time.perf_counter() - start
 
 
-def candidates(task_name: str, n_random: int, n_mutants: int, seed: int = 0) -> Dict[str, List[str]]:
+def _warm(_: int) -> None:
+    _PROTOCOL.check(0, parse_tree(GOOD[0], _SPACE.psets[0]))
+
+
+def candidates(task_name: str, n_random: int, n_mutants: int, seed: int = 0,
+               mix: str = "mutants") -> Dict[str, List[str]]:
     task = make_task(task_name)
     space = SearchSpace(task.branches)
     rng = random.Random(seed)
     rand = [str(space.random_loss(rng)[0]) for _ in range(n_random)]
-    mutants = []
+    second = []
     for k in range(n_mutants):
         (parent,) = space.parse(GOOD[k % len(GOOD)])
-        tree, _ = variation.mutate(parent, space.psets[0], rng, 2, space.height_limit)
-        mutants.append(str(tree))
-    return {"random": rand, "mutants": mutants}
+        if mix == "search":
+            tree, _, _ = variation.offspring(parent, space.psets[0], rng, space.depth, space.height_limit)
+        else:
+            tree, _ = variation.mutate(parent, space.psets[0], rng, 2, space.height_limit)
+        second.append(str(tree))
+    return {"random": rand, "offspring" if mix == "search" else "mutants": second}
 
 
-def bench_task(task_name: str, n_random: int, n_mutants: int, subset: int, policies: Dict) -> Dict:
-    sets = candidates(task_name, n_random, n_mutants)
-    everything = sets["random"] + sets["mutants"]
-    kinds = ["random"] * len(sets["random"]) + ["mutants"] * len(sets["mutants"])
+def bench_task(task_name: str, n_random: int, n_mutants: int, subset: int, policies: Dict,
+               mix: str = "mutants") -> Dict:
+    sets = candidates(task_name, n_random, n_mutants, mix=mix)
+    second = "offspring" if mix == "search" else "mutants"
+    remember = mix == "search"
+    everything = sets["random"] + sets[second]
+    kinds = ["random"] * len(sets["random"]) + [second] * len(sets[second])
+    if remember:  # interleaved, as a search's batches come: copies are met after their parents
+        order = random.Random(2).sample(range(len(everything)), len(everything))
+        everything, kinds = [everything[i] for i in order], [kinds[i] for i in order]
     rng = random.Random(1)
     sub = sorted(rng.sample(range(len(everything)), min(subset, len(everything))))
     out: Dict = {"candidates": {k: len(v) for k, v in sets.items()}, "policies": {}}
     reference = None
     for name, policy in policies.items():
-        decisions, seconds2 = run(task_name, policy, everything, 2)
-        _, seconds1 = run(task_name, policy, [everything[i] for i in sub], 1)
+        decisions, seconds2 = run(task_name, policy, everything, 2, remember=remember)
+        _, seconds1 = run(task_name, policy, [everything[i] for i in sub], 1, remember=remember)
         passed = [d[0] for d in decisions]
         if reference is None:
             reference = passed
@@ -121,7 +154,7 @@ def bench_task(task_name: str, n_random: int, n_mutants: int, subset: int, polic
                  "per_minute_2proc": round(60 * len(everything) / seconds2, 1),
                  "per_minute_1proc": round(60 * len(sub) / seconds1, 1),
                  "mean_steps": round(sum(d[2] for d in decisions) / len(decisions), 1)}
-        for kind in ("random", "mutants", "all"):
+        for kind in ("random", second, "all"):
             idx = [i for i, k in enumerate(kinds) if kind in (k, "all")]
             agree = sum(passed[i] == reference[i] for i in idx)
             entry[kind] = {"n": len(idx), "passed": sum(passed[i] for i in idx),
@@ -168,6 +201,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["cls", "seg"])
     parser.add_argument("--policies", nargs="+", choices=list(POLICIES),
                         help="measure only these (the first is the agreement reference)")
+    parser.add_argument("--mix", choices=["mutants", "search"], default="mutants",
+                        help="second kind of candidate: two-mutation offspring, or a search's offspring")
     args = parser.parse_args()
     report = {"benchmark": "rejection", "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "torch": torch.__version__, "results": {}}
@@ -175,7 +210,7 @@ def main() -> None:
     for task_name in ("cls", "seg"):
         if args.only in (None, task_name):
             report["results"][task_name] = bench_task(task_name, args.random, args.mutants, args.subset,
-                                                      policies)
+                                                      policies, args.mix)
     print(json.dumps(report, indent=2))
 
 
