@@ -37,9 +37,9 @@ Result = Tuple[int, str, Dict[str, Any], Dict[str, Any]]
 
 @dataclass
 class Stream:
-    """The candidates of one branch of one offspring slot — or, for the random slots of a
-    round (no parent, while initializing), one stream for all of them: slot j takes its j-th
-    passing candidate, so every pass a worker finds is used and none is speculative."""
+    """The candidates of one branch of one offspring slot — or, for the run's random slots
+    (no parent, while initializing), one stream for all of them: the j-th random slot takes
+    its j-th passing candidate, so every pass a worker finds is used."""
 
     slot: int
     """The slot's number (RANDOM for the run's random stream)."""
@@ -90,9 +90,9 @@ class Stream:
         """The next ranges to check: returned gaps first, then new indices; about `cap`
         candidates for random ones, and for an offspring's 1, 2, 4, ... up to `cap` (a copy or
         a good mutant passes at once), but no more than a worker checks in about 1.25
-        `round_s` seconds at the stream's `rate`. Once the passes needed are known, only the gaps before
-        them are left, split among the `sharers` workers that have yet to take from the
-        stream this round."""
+        `round_s` seconds at the stream's `rate`. Once the passes needed are known, only the
+        gaps before them are left, split among the `sharers` workers that have yet to take
+        from the stream this round."""
         last = self.last
         bound = self.limit if last is None else last
         below = [(lo, min(hi, bound)) for lo, hi in self.gaps if lo < bound]
