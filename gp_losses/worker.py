@@ -65,7 +65,7 @@ class WorkerState:
         self.cache: "collections.OrderedDict[Tuple[int, str], Dict[str, Any]]" = collections.OrderedDict()
         """(branch, expr) -> protocol result, for the deterministic outcomes met here."""
 
-    def check(self, branch: int, tree: LossTree) -> Dict[str, Any]:
+    def check(self, branch: int, tree: LossTree, expr: Optional[str] = None) -> Dict[str, Any]:
         """The search's decision on one candidate: static checks, this worker's cache, then the
         protocol (with `search.rejection` off: passed, with the fingerprint when
         `search.equivalence` wants it). ProtocolResult.to_dict(), never raising."""
@@ -74,7 +74,7 @@ class WorkerState:
             reason = static_reason(tree, self.context.space.branches[branch])
             if reason:
                 return ProtocolResult(False, reason).to_dict()
-            key = (branch, str(tree))
+            key = (branch, expr or str(tree))
             cached = self.cache.get(key)
             if cached is not None:
                 self.cache.move_to_end(key)
@@ -155,8 +155,9 @@ def run_candidates(state: WorkerState, job: Tuple[List[Item], float]) -> List[Di
         make = _maker(state, item)
         while index < end and (time.perf_counter() - start < seconds or not (out or results)):
             tree, origin = make(index)
-            result = state.check(item[1], tree)
-            results.append((index, str(tree), origin, result))
+            expr = str(tree)
+            result = state.check(item[1], tree, expr)
+            results.append((index, expr, origin, result))
             index += 1
             if result["passed"] and item[5]:
                 passed.add(item[:2])
