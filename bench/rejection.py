@@ -13,7 +13,7 @@ With `--mix search` the second kind is `offspring` instead: what a search makes 
 parent (`variation.offspring`: a copy 10 %, a new random loss 50 %, two mutations 40 %), and
 each process keeps the decisions it made, as a search's workers do, so a copy met again costs
 nothing. Policies `cls_config` and `pose_config` are the protocols of runs/cls.yaml and
-runs/pose.yaml.
+runs/pose.yaml; `fast_early_r25` adds an early reject at step 25 to `fast_early`.
 
     python bench/rejection.py [--random 600] [--mutants 200] [--subset 200] [--only seg]
     python bench/rejection.py --only seg --mix search --random 300 --mutants 300 \
@@ -55,6 +55,8 @@ POLICIES = {
     "fast50_early": dict(lr=1e-2, steps=50, early_exit=True, check_every=25),
     "cls_config": dict(lr=5e-3, steps=100, early_exit=True, check_every=25),
     "pose_config": dict(lr=5e-3, steps=100, early_exit=False, reject_step=10, reject_gain=0.1),
+    "fast_early_r25": dict(lr=5e-3, steps=100, early_exit=True, check_every=25, reject_step=25,
+                           reject_gain=0.02),
 }
 STATIC_SAMPLE = 25
 """Statically rejected candidates per reason that are also run through the full protocol."""
