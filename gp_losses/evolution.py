@@ -171,9 +171,10 @@ class Evolution:
                  search.round_s) for job in jobs], item_limit_s=limit)
             waited = time.perf_counter() - mapped
             self.state.seconds["rejection_map"] += waited
-            log.debug("rejection round: %.3f s; per job candidates %s, protocol seconds %s", waited,
-                      [sum(len(p["results"]) for p in a) for a in answers],
-                      [round(sum(r[3]["seconds"] for p in a for r in p["results"]), 3) for a in answers])
+            if log.isEnabledFor(logging.DEBUG):  # per-round detail, only when asked for (-v)
+                log.debug("rejection round: %.3f s; per job candidates %s, protocol seconds %s", waited,
+                          [sum(len(p["results"]) for p in a) for a in answers],
+                          [round(sum(r[3]["seconds"] for p in a for r in p["results"]), 3) for a in answers])
             for job, answer in zip(jobs, answers):
                 for (stream, lo, hi), part in zip(job, answer):
                     stream.absorb(lo, hi, part["end"], part["results"], part["seconds"])
