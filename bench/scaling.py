@@ -2,11 +2,12 @@
 
 Runs the same search (same seed, same `search.batch`) serially and under `python -m scoop -n W`
 for each W of `--workers`, one after the other, and reports for each: the whole process's
-wall seconds (launch to exit), and from logbook.csv the search loop, the rejection rounds,
-the proxy trainings and the origin's own serial work (`seconds_origin`: selection, the
-rounds' bookkeeping, dedupe, aging, records, checkpoint), each with its speed-up over the
-serial run. It checks that every run wrote the same evaluations.jsonl and hall of fame
-(timings, worker ids and devices aside).
+wall seconds (launch to exit), and from logbook.csv the search loop, the rejection work and
+the proxy trainings (the lane-seconds their jobs held, divided by the W lanes: their share of
+the search's wall time, as the phases overlap), the lanes' idle time (also per lane) and the
+origin's own serial work (`seconds_origin`: selection, taking answers, dedupe, aging, records,
+checkpoint), each with its speed-up over the serial run. It checks that every run wrote the
+same evaluations.jsonl and hall of fame (timings, worker ids and devices aside).
 
 Projection to more workers (`--project`), with `search.batch` = W as a default run has:
 
@@ -15,10 +16,12 @@ Projection to more workers (`--project`), with `search.batch` = W as a default r
 
 o: the origin's serial seconds per evaluation in the largest measured SCOOP run; o1: the same
 in the serial run; r: rejection worker-seconds per evaluation in the serial run (a batch's
-rejection work, shared by its W workers, plus one round of waiting at its end); t: the mean
-proxy training; E[max of W trainings]: the mean, over 2,000 draws, of the longest of W
-trainings drawn from the serial run's. Neither the network nor SCOOP's broker is modelled;
-the same model is also evaluated at the measured W, to compare with the measurement.
+rejection work, shared by its W lanes, plus one job's time box while the last lanes finish
+theirs); t: the mean proxy training; E[max of W trainings]: the mean, over 2,000 draws, of the
+longest of W trainings drawn from the serial run's (the batch's trainings start together once
+its last slot is known). The model leaves out what the lanes gain — the next batch's random
+candidates checked while trainings finish — and what they lose to the network and SCOOP's
+broker; it is also evaluated at the measured W, to compare with the measurement.
 
     python bench/scaling.py                   # pose, 8 evaluations, batch 2: serial, -n 1, -n 2
     python bench/scaling.py --task cls --evaluations 20 --workers 1 2 4
@@ -42,8 +45,10 @@ from typing import Any, Dict, List, Optional
 ROOT = Path(__file__).resolve().parent.parent
 UNSTABLE = {"seconds", "worker", "device"}
 """Record fields that legitimately differ between runs of one search."""
-PHASES = {"search": "seconds_wall", "rejection": "seconds_rejection_wall",
-          "training": "seconds_training_wall", "origin": "seconds_origin"}
+PHASES = {"search": "seconds_wall", "rejection": "seconds_rejection_lanes",
+          "training": "seconds_training_lanes", "idle": "seconds_idle", "origin": "seconds_origin"}
+PER_LANE = {"rejection", "training", "idle"}
+"""Phases logged in lane-seconds: divided by the number of lanes (workers)."""
 
 
 def launch(workers: Optional[int], task: str, out: Path, args: argparse.Namespace) -> float:
@@ -86,10 +91,12 @@ def measure(name: str, workers: Optional[int], args: argparse.Namespace) -> Dict
         sys.exit(f"{out} exists: give another --out, or remove it")
     process = launch(workers, args.task, out, args)
     row = last_row(out)
-    entry = {"workers": workers or 1, "scoop": bool(workers), "process": round(process, 2),
-             **{phase: round(row[key], 2) for phase, key in PHASES.items()},
+    lanes = workers or 1
+    entry = {"workers": lanes, "scoop": bool(workers), "process": round(process, 2),
+             **{phase: round(row[key] / (lanes if phase in PER_LANE else 1), 2) for phase, key in PHASES.items()},
              "rejection_worker": round(row["seconds_rejection_worker"], 2),
-             "speculative": round(row.get("seconds_speculative", 0.0), 2),
+             "speculative": round(row["seconds_speculative"], 2),
+             "ahead": round(row["seconds_ahead"], 2),
              "training_worker": round(row["seconds_training_worker"], 2),
              "evaluations": int(row["evaluations"])}
     entry["origin_share"] = round(entry["origin"] / entry["search"], 4)
@@ -133,7 +140,7 @@ def main() -> None:
     for name, entry in runs.items():
         entry["identical_to_serial"] = stable(Path(args.out) / name) == reference
         entry["speedup"] = {phase: round(serial[phase] / entry[phase], 3) if entry[phase] else None
-                            for phase in ("process", *PHASES)}
+                            for phase in ("process", *PHASES) if phase != "idle"}
     trainings = [r["seconds"] for r in records(Path(args.out) / "serial") if "eval" in r]
     widest = max((e for e in runs.values() if e["scoop"]), key=lambda e: e["workers"])
     model = {w: projection(serial, widest, trainings, args.round_s, w)

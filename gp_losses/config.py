@@ -63,7 +63,7 @@ class SearchConfig:
     equivalence: bool = True
     stop_invalid: bool = True
     chunk: int = option(1024, 1, help="most candidates of one slot's branch in one rejection job")
-    round_s: float = option(0.5, 0, lo_open=True, help="seconds of rejection work per worker per round")
+    round_s: float = option(0.5, 0, lo_open=True, help="seconds of rejection work in one job (its time box)")
     """How long a worker checks candidates before it reports back and gets new ranges: the
     longer, the fewer round trips; the shorter, the less speculative work (gp_losses/streams.py)."""
     compare_baselines: bool = True

@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -142,23 +143,200 @@ def _resend_overdue(queue: Any) -> None:
     if getattr(queue, "_gp_losses_resend", False) or not hasattr(queue, "askForPreviousFutures"):
         return
 
-    def resend_overdue() -> None:
+    queue.askForPreviousFutures = lambda: _resend_due(queue)
+    queue._gp_losses_resend = True
+
+
+class Lanes:
+    """W lanes that each run one job at a time, with no barrier between jobs: the search hands
+    a lane its next job as soon as it is free (gp_losses/evolution.py), so that rejection
+    work, trainings and the next batch's random candidates keep every worker busy.
+
+    Without SCOOP (or with one worker) there is one lane, and a job runs in this process's
+    sandbox when it is started. Under SCOOP with W workers, lane 0 is the origin's own
+    sandbox, driven from a thread, and lanes 1 .. W-1 are futures sent to the broker, never
+    more than W-1 at a time (one per other worker); `wait()` sleeps until either answers.
+    Remote futures past their deadline (`limit_s` plus RESEND_SLACK_S) are sent again, as in
+    `parallel_map`.
+    """
+
+    def __init__(self, width: Optional[int] = None) -> None:
+        self.width = width or worker_count()
+        self.remote = self.width > 1 and scoop_running() and _scoop_internals()
+        if self.width > 1 and not self.remote:
+            logging.getLogger("gp_losses").warning(
+                "this SCOOP version lacks the internals the search's lanes drive (SCOOP 0.7's "
+                "origin queue): jobs run on the origin alone")
+            self.width = 1
+        self.free: List[int] = list(range(self.width))
+        """Lanes without a job, lowest first."""
+        self._flight: Dict[Any, Tuple[int, Any, float]] = {}
+        """Running job -> (lane, tag, when it started)."""
+        self._done: List[Tuple[Any, Any, Any]] = []
+        """Finished jobs not yet handed back: (key, result, exception)."""
+        self._remote: List[Any] = []
+        """The SCOOP futures among the running jobs."""
+        self.blocked = 0.0
+        """Seconds this process spent waiting on jobs (running the only lane's, or in wait())."""
+        self._lock = threading.Lock()
+        self._wake_r = self._wake_w = None
+        if self.remote:
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+
+    @property
+    def busy(self) -> int:
+        return len(self._flight)
+
+    def start(self, lane: int, fn: Callable[[Any], Any], arg: Any, tag: Any, limit_s: float) -> None:
+        """Run `fn(arg)` on the free `lane`; `wait()` hands back (lane, tag, result, seconds)."""
+        self.free.remove(lane)
+        began = time.perf_counter()
+        if not self.remote:  # the only lane: run it now
+            key = object()
+            self._flight[key] = (lane, tag, began)
+            try:
+                self._done.append((key, fn(arg), None))
+            except BaseException as exc:
+                self._done.append((key, None, exc))
+            self.blocked += time.perf_counter() - began
+            return
+        if lane == 0:
+            key = object()
+            self._flight[key] = (lane, tag, began)
+            threading.Thread(target=self._run_here, args=(key, fn, arg), daemon=True,
+                             name="gp_losses-lane-0").start()
+            return
+        from scoop import _control, futures
+
+        future = futures.submit(fn, arg)
+        queue = _control.execQueue
+        with contextlib.suppress(ValueError):
+            queue.movable.remove(future)  # SCOOP would keep a lone future here: send it away
+        queue.socket.sendFuture(future)
+        _DEADLINES[future.id] = (time.monotonic() + limit_s + RESEND_SLACK_S, limit_s + RESEND_SLACK_S)
+        self._flight[future] = (lane, tag, began)
+        self._remote.append(future)
+
+    def _run_here(self, key: Any, fn: Callable[[Any], Any], arg: Any) -> None:
+        try:
+            outcome = (key, fn(arg), None)
+        except BaseException as exc:  # handed to the main thread by wait()
+            outcome = (key, None, exc)
+        with self._lock:  # close() takes the lock too: never a write to a closed descriptor
+            if self._wake_w is None:  # closed: the run is over
+                return
+            self._done.append(outcome)
+            os.write(self._wake_w, b"x")
+
+    def wait(self) -> List[Tuple[int, Any, Any, float]]:
+        """Block until at least one job has finished; (lane, tag, result, seconds) of every
+        finished one, its lane free again. An exception a job raised is raised here."""
+        if not self._flight:
+            raise RuntimeError("Lanes.wait() with no job running")
+        poller, began = None, time.perf_counter()
+        try:
+            while True:
+                finished = self._collect()
+                if finished:
+                    return finished
+                if poller is None:
+                    poller = self._poller()
+                poller.poll(1000)
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+        finally:
+            self.blocked += time.perf_counter() - began
+
+    def _poller(self) -> Any:
+        """A poller on SCOOP's sockets and on this object's wake-up pipe (lane 0's thread)."""
+        import zmq
         from scoop import _control
 
-        now = time.monotonic()
-        for key, (deadline, span) in list(_DEADLINES.items()):
-            future = _control.futureDict.get(key)
-            if future is None or future.isDone:
-                continue
-            if now >= deadline:
-                logging.getLogger("SCOOPLogger").warning(
-                    "no answer from the worker running %s within its jobs' time limits: "
-                    "sending it again", key)
-                _DEADLINES[key] = (now + span, span)
-                queue.socket.sendFuture(future)
+        comm = _control.execQueue.socket
+        poller = zmq.Poller()
+        for sock in (comm.socket, comm.direct_socket, comm.infoSocket):
+            poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        return poller
 
-    queue.askForPreviousFutures = resend_overdue
-    queue._gp_losses_resend = True
+    def _collect(self) -> List[Tuple[int, Any, Any, float]]:
+        if self.remote:
+            from scoop import _control
+
+            queue = _control.execQueue
+            queue.updateQueue()
+            for future in [f for f in self._remote if f.isDone]:
+                self._remote.remove(future)
+                _DEADLINES.pop(future.id, None)
+                outcome = (future, future.resultValue, future.exceptionValue)
+                future._delete()
+                self._done.append(outcome)
+            _resend_due(queue)
+        with self._lock:
+            done, self._done = self._done, []
+        out, error = [], None
+        now = time.perf_counter()
+        for key, result, exc in done:
+            lane, tag, began = self._flight.pop(key)
+            self.free.append(lane)
+            if exc is not None:
+                error = error or exc
+            else:
+                out.append((lane, tag, result, now - began))
+        self.free.sort()
+        if error is not None:
+            raise error
+        return out
+
+    def drain(self) -> List[Tuple[int, Any, Any, float]]:
+        """Wait for every running job; what they returned."""
+        out = []
+        while self._flight:
+            out += self.wait()
+        return out
+
+    def close(self) -> None:
+        """Forget the running jobs (a failed run: their answers are not waited for)."""
+        for future in self._remote:
+            _DEADLINES.pop(future.id, None)
+        self._flight.clear()
+        self._remote.clear()
+        with self._lock:
+            for fd in (self._wake_r, self._wake_w):
+                if fd is not None:
+                    os.close(fd)
+            self._wake_r = self._wake_w = None
+
+
+def _scoop_internals() -> bool:
+    """Whether this SCOOP has the internals Lanes drives (SCOOP 0.7's origin queue)."""
+    try:
+        from scoop import _control
+
+        queue = _control.execQueue
+        comm = queue.socket
+        return all(hasattr(queue, a) for a in ("movable", "updateQueue")) and all(
+            hasattr(comm, a) for a in ("socket", "direct_socket", "infoSocket", "sendFuture"))
+    except Exception:
+        return False
+
+
+def _resend_due(queue: Any) -> None:
+    """Send again every future of ours that is past its deadline (see `_resend_overdue`)."""
+    from scoop import _control
+
+    now = time.monotonic()
+    for key, (deadline, span) in list(_DEADLINES.items()):
+        future = _control.futureDict.get(key)
+        if future is None or future.isDone:
+            continue
+        if now >= deadline:
+            logging.getLogger("SCOOPLogger").warning(
+                "no answer from the worker running %s within its jobs' time limits: "
+                "sending it again", key)
+            _DEADLINES[key] = (now + span, span)
+            queue.socket.sendFuture(future)
 
 
 def worker_id() -> str:
@@ -231,16 +409,19 @@ def protocol_job(job: Tuple[Dict[str, Any], int, str, bool]) -> Dict[str, Any]:
     return ProtocolResult(False, reason, seconds=time.perf_counter() - start).to_dict(error)
 
 
-def candidates_job(job: Tuple[Dict[str, Any], List[Any], float]) -> List[Dict[str, Any]]:
-    """Check candidates of several streams' ranges for about `seconds` (worker.run_candidates).
+def candidates_job(job: Tuple[Any, ...]) -> List[Dict[str, Any]]:
+    """Check candidates of several streams' ranges for about `seconds` (worker.run_candidates);
+    `job` = (spec, items, seconds[, known]), where `known` holds protocol results found by
+    other workers, for this worker's cache.
 
     If the job kills its process or hangs, it is taken apart: each candidate is checked in a
     job of its own, and the one that cannot be is reported as an error (made again, unchecked,
     to name it). Never raises for a candidate's sake."""
-    spec, items, seconds = job
+    spec, items, seconds = job[:3]
+    known = job[3] if len(job) > 3 else []
     limit = hard_limit(seconds + spec["config"]["protocol"]["timeout_s"])
     try:
-        return _sandbox(spec).call("candidates", (items, seconds), limit)
+        return _sandbox(spec).call("candidates", (items, seconds, known), limit)
     except (JobTimeout, ProcessDied):
         pass
     start, out = time.perf_counter(), []

@@ -31,7 +31,7 @@ from gp_losses import __version__
 from gp_losses.errors import InputError
 
 CHECKPOINT = "checkpoint.pkl"
-CHECKPOINT_FORMAT = 3
+CHECKPOINT_FORMAT = 4
 """Incremented whenever what a checkpoint holds changes; a checkpoint of another format is refused."""
 LOCK = ".lock"
 

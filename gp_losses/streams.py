@@ -11,12 +11,12 @@ run's j-th random slot takes its j-th pass. A random loss passes about once in a
 tries, so this is the long stream; shared, what a worker checks past the passes one batch
 needs is used by the next one instead of wasted.
 
-A round hands each worker one job: ranges of the open streams, its own streams first
-(`plan`). A worker checks its ranges in order, each until its first pass, for about
-`search.round_s` seconds, and returns how far it got; what it did not reach is handed out
-again. Two workers may share a stream (more workers than open streams, or a worker done with
-its own): the later range is speculative work, wasted when the earlier one holds a pass —
-counted in logbook.csv (`seconds_speculative`), never in the records.
+Whenever lanes (workers) come free, `plan` gives each one job: ranges of the open streams,
+its own streams first. A worker checks its ranges in order, each until its first pass, for
+about `search.round_s` seconds, and returns how far it got; what it did not reach is handed
+out again. Two workers may share a stream (more workers than open streams, or a worker done
+with its own): the later range is speculative work, wasted when the earlier one holds a
+pass — counted in logbook.csv (`seconds_speculative`), never in the records.
 
 Plain data only (no torch): the origin keeps this bookkeeping.
 """
@@ -63,9 +63,11 @@ class Stream:
     """Indices known to pass, in order."""
     prefix: int = 0
     """Every index below this one is checked."""
+    closed: bool = False
+    """Its slot is filled and its batch's round over: what workers still check is waste."""
     rate: Optional[float] = None
     """Candidates a worker checks per second here (recent ranges): a range is sized to about
-    one round of it, so that workers sharing the stream stay close to its front."""
+    one time box of it, so that workers sharing the stream stay close to its front."""
 
     @property
     def last(self) -> Optional[int]:
@@ -92,7 +94,7 @@ class Stream:
         a good mutant passes at once), but no more than a worker checks in about 1.25
         `round_s` seconds at the stream's `rate`. Once the passes needed are known, only the
         gaps before them are left, split among the `sharers` workers that have yet to take
-        from the stream this round."""
+        from the stream now."""
         last = self.last
         bound = self.limit if last is None else last
         below = [(lo, min(hi, bound)) for lo, hi in self.gaps if lo < bound]
@@ -125,6 +127,8 @@ class Stream:
             self.rate = rate if self.rate is None else 0.5 * (self.rate + rate)
         for result in results:
             index = result[0]
+            if index < self.start:  # already used by a slot
+                continue
             self.done[index] = result
             if result[3]["passed"]:
                 bisect.insort(self.passes, index)
@@ -146,14 +150,19 @@ class Stream:
         while self.prefix in self.done:
             self.prefix += 1
 
+    def answer(self, j: int) -> Optional[Tuple[List[Result], Result]]:
+        """The j-th slot's (rejected candidates in order, accepted one) once known — every
+        candidate before its pass checked — else None: slot j gets the candidates after the
+        (j-1)-th pass, up to the j-th."""
+        if j >= min(self.wanted, len(self.passes)) or self.prefix <= self.passes[j]:
+            return None
+        index = self.passes[j]
+        first = self.passes[j - 1] + 1 if j else self.start
+        return [self.done[i] for i in range(first, index)], self.done[index]
+
     def answers(self) -> List[Tuple[List[Result], Result]]:
-        """Per slot filled, (its rejected candidates in order, its accepted one), of a decided
-        stream: slot j gets the candidates after the (j-1)-th pass, up to the j-th."""
-        out, start = [], self.start
-        for index in self.passes[:self.wanted]:
-            out.append(([self.done[i] for i in range(start, index)], self.done[index]))
-            start = index + 1
-        return out
+        """answer(j) for every slot the stream fills (of a decided stream)."""
+        return [self.answer(j) for j in range(self.wanted)]
 
     def speculative(self) -> List[Result]:
         """Candidates checked past the last one needed: work the answers did not use."""
@@ -163,7 +172,8 @@ class Stream:
 
 def plan(streams: List[Stream], workers: int, cap: int,
          round_s: float = 0.0) -> List[List[Tuple[Stream, int, int]]]:
-    """One round's jobs: per worker, ranges of the open streams.
+    """Jobs for `workers` free lanes: per lane, ranges of the open streams (ranges still out
+    with other lanes are not handed out again).
 
     The open streams are dealt out in order, ceil(n / workers) to a worker (each stream to
     one worker; with fewer streams than workers, streams are shared), and each worker also

@@ -65,6 +65,15 @@ class WorkerState:
         self.cache: "collections.OrderedDict[Tuple[int, str], Dict[str, Any]]" = collections.OrderedDict()
         """(branch, expr) -> protocol result, for the deterministic outcomes met here."""
 
+    def learn(self, known: List[Tuple[int, str, Dict[str, Any]]]) -> None:
+        """Take protocol results that other workers found ((branch, expr, result)) into the
+        cache; only deterministic outcomes are cached."""
+        for branch, expr, result in known:
+            if cacheable(result):
+                self.cache[(branch, expr)] = {k: v for k, v in result.items() if k != "seconds"}
+        while len(self.cache) > PROTOCOL_CACHE_SIZE:
+            self.cache.popitem(last=False)
+
     def check(self, branch: int, tree: LossTree, expr: Optional[str] = None) -> Dict[str, Any]:
         """The search's decision on one candidate: static checks, this worker's cache, then the
         protocol (with `search.rejection` off: passed, with the fingerprint when
@@ -131,15 +140,17 @@ def _maker(state: WorkerState, item: Item) -> Callable[[int], Tuple[LossTree, Di
                                    space.depth, space.height_limit)
 
 
-def run_candidates(state: WorkerState, job: Tuple[List[Item], float]) -> List[Dict[str, Any]]:
+def run_candidates(state: WorkerState, job: Tuple[Any, ...]) -> List[Dict[str, Any]]:
     """Candidates of the items' ranges, in order, each range until its first pass (when the
     item says so), for about `seconds` (the candidate under way when time is up is finished;
-    at least one is checked).
+    at least one is checked). job = (items, seconds[, known]): `known` are protocol results
+    that other workers found, taken into this worker's cache first.
 
     Per item: {"end": first index not checked, "results": [(index, expr, origin, result)] for
     every index checked, "seconds"}. The caller hands the unchecked rest of a range out again.
     """
-    items, seconds = job
+    items, seconds = job[:2]
+    state.learn(job[2] if len(job) > 2 else [])
     start = time.perf_counter()
     out: List[Dict[str, Any]] = []
     passed = set()

@@ -97,7 +97,12 @@ def test_the_origins_own_work_is_accounted_apart_from_the_workers(tmp_path, monk
     batches = len(rows(tmp_path / "slow"))
     # the last batch's bookkeeping is counted with the batch after it: batches - 1 sleeps
     assert slow["seconds_origin"] - fast["seconds_origin"] >= 0.5 * (batches - 1) - 0.1
-    assert slow["seconds_rejection_map"] < fast["seconds_rejection_map"] + 0.5
-    assert slow["seconds_training_wall"] < fast["seconds_training_wall"] + 0.5
+    assert slow["seconds_waiting"] < fast["seconds_waiting"] + 0.5
+    assert slow["seconds_rejection_lanes"] < fast["seconds_rejection_lanes"] + 0.5
+    assert slow["seconds_training_lanes"] < fast["seconds_training_lanes"] + 0.5
     for row in rows(tmp_path / "slow"):
         assert 0 < row["seconds_origin"] <= row["seconds_wall"]
+        # one lane: its jobs and its idle time make up the wall time
+        busy = row["seconds_rejection_lanes"] + row["seconds_training_lanes"] + row["seconds_idle"]
+        assert abs(busy - row["seconds_wall"]) < 1e-6 + 0.002 * row["seconds_wall"]
+        assert row["seconds_idle"] >= row["seconds_origin"] - 0.01 * row["seconds_wall"]

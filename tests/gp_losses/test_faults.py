@@ -133,6 +133,24 @@ def test_a_transient_protocol_outcome_is_not_cached(faulty_evolution, monkeypatc
     assert third.get("cached") and not second.get("cached")
 
 
+def test_a_worker_takes_other_workers_protocol_facts_and_not_their_failures(faulty_evolution, monkeypatch):
+    """Results another worker found (handed on with a rejection job) answer from the cache,
+    the same as a run here would; a timeout handed on is not taken."""
+    state = WorkerState({"config": evolution.to_dict(faulty_evolution.cfg)}, 0)
+    trees = dict(zip(("ce", "sq"), state.context.space.parse(CE) + state.context.space.parse("Neg(Mul(y, Square(yhat)))")))
+    runs = []
+    monkeypatch.setattr(worker, "protocol_result", lambda s_, b, tree, o: runs.append(str(tree)) or
+                        ProtocolResult(False, "low_gain", 0.1, (3.0, 4.0), 100).to_dict())
+    passed = ProtocolResult(True, None, 0.9, (1.0, 2.0), 10).to_dict()
+    timeout = ProtocolResult(False, "timeout").to_dict("time limit of 1 s reached")
+    state.learn([(0, str(trees["ce"]), passed), (0, str(trees["sq"]), timeout)])
+    ce, sq = state.check(0, trees["ce"]), state.check(0, trees["sq"])
+    assert runs == [str(trees["sq"])]  # only the one whose fact was not handed on
+    assert ce.get("cached") and {k: ce[k] for k in passed if k != "seconds"} == {
+        k: v for k, v in passed.items() if k != "seconds"}
+    assert sq["reason"] == "low_gain" and not sq.get("cached")
+
+
 def test_a_run_whose_trainings_mostly_fail_stops_with_the_error(tmp_path):
     out = tmp_path / "run"
     overrides = FAST + ["search.failure_window=4", IN_PROCESS] + _fault("raise", at=-2)

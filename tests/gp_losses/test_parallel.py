@@ -9,6 +9,7 @@ import pytest
 from scoop import _control
 
 from gp_losses import parallel
+from gp_losses.errors import TaskSetupError
 from gp_losses.sandbox import ProcessDied
 
 
@@ -85,7 +86,7 @@ class DyingSandbox:
         if kind == "describe":
             item, index = job
             return f"expr{index}", {"op": "init", "steps": []}
-        (item,), _ = job
+        (item,), *_ = job
         if item[4] - item[3] > 1 or item[3] == 3:
             raise ProcessDied("process died: signal 11 (SIGSEGV); 2 attempt(s)")
         passed = item[3] == 5
@@ -103,3 +104,23 @@ def test_a_rejection_job_that_kills_its_process_is_checked_candidate_by_candidat
     killer = part["results"][3]
     assert killer[1] == "expr3" and killer[3]["reason"] == "error" and "SIGSEGV" in killer[3]["error"]
     assert part["results"][5][3]["passed"] and box.calls.count("describe") == 1
+
+
+def test_without_scoop_there_is_one_lane_and_a_job_runs_when_given():
+    lanes = parallel.Lanes()
+    assert lanes.width == 1 and lanes.free == [0]
+    lanes.start(0, lambda x: x * 2, 21, ("train", 0), 60.0)
+    assert lanes.free == [] and lanes.busy == 1
+    ((lane, tag, result, seconds),) = lanes.wait()
+    assert (lane, tag, result) == (0, ("train", 0), 42) and seconds >= 0
+    assert lanes.free == [0] and lanes.busy == 0 and lanes.blocked >= 0
+
+    def setup_fails(_):
+        raise TaskSetupError("task setup failed: no data")
+
+    lanes.start(0, setup_fails, None, ("reject", [], False), 60.0)
+    with pytest.raises(TaskSetupError, match="no data"):
+        lanes.wait()
+    assert lanes.free == [0]
+    with pytest.raises(RuntimeError, match="no job running"):
+        lanes.wait()

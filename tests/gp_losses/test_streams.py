@@ -132,3 +132,76 @@ def test_the_random_stream_goes_on_from_batch_to_batch_as_one_stream(workers):
         assert [r[0] for r in stream.answers()[0][0]] == list(range(start, stream.answers()[0][1][0]))
         start = stream.last + 1
     assert taken == first_passes(1, 6)
+
+
+def run_lanes(streams, lanes, rng, cap=64, restarts=None):
+    """Drive the streams as Evolution.make_batch does: no rounds; whenever lanes are free they
+    get jobs (`plan` over the free lanes), and the job that answers next is drawn at random
+    from those out, so ranges come back in any order while others are still out."""
+    free, out = lanes, []
+    while True:
+        for job in plan(streams, free, cap):
+            out.append(job)
+            free -= 1
+        if not out:
+            return
+        job = out.pop(rng.randrange(len(out)))
+        free += 1
+        budget, checked, found = rng.randint(1, 40), 0, set()
+        for stream, lo, hi in job:
+            results, index = [], lo
+            while index < hi and stream.slot not in found and (checked < budget or checked == 0):
+                ok = passes(stream.slot, index)
+                results.append((index, f"e{index}", {"op": "init"}, {"passed": ok, "seconds": 0.0}))
+                index += 1
+                checked += 1
+                if ok and stream.first_only:
+                    found.add(stream.slot)
+                    break
+            stream.absorb(lo, hi, index, results)
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3, 16])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lanes_answered_in_any_order_find_each_streams_first_passes(lanes, seed):
+    streams = [Stream(slot, 0, "parent", 10_000) for slot in range(7)]
+    pool = Stream(1, 0, None, 10_000, wanted=3)
+    run_lanes(streams + [pool], lanes, random.Random(seed))
+    for stream in streams:
+        ((rejected, accepted),) = stream.answers()
+        assert accepted[0] == first_passes(stream.slot)[0]
+        assert [r[0] for r in rejected] == list(range(accepted[0]))
+    assert [a[1][0] for a in pool.answers()] == list(first_passes(1, 3))
+
+
+def test_a_slots_answer_is_known_only_once_every_candidate_before_its_pass_is_checked():
+    pool = Stream(1, 0, None, 1000, wanted=2)
+    p0, p1 = first_passes(1, 2)
+    ranges = pool.take(1000)  # [(0, 1000)]: handed out, then answered in two parts
+    assert ranges == [(0, 1000)]
+    late = [(i, "x", {}, {"passed": passes(1, i)}) for i in range(p0 + 1, p1 + 1)]
+    pool.absorb(p0 + 1, 1000, p1 + 1, late)
+    assert pool.answer(0) is None and pool.answer(1) is None  # candidates 0 .. p0 still out
+    pool.absorb(0, p0 + 1, p0 + 1, [(i, "x", {}, {"passed": passes(1, i)}) for i in range(p0 + 1)])
+    (rejected0, accepted0), (rejected1, accepted1) = pool.answer(0), pool.answer(1)
+    assert accepted0[0] == p0 and len(rejected0) == p0
+    assert accepted1[0] == p1 and [r[0] for r in rejected1] == list(range(p0 + 1, p1))
+    assert pool.answer(2) is None  # it fills two slots
+
+
+def test_checking_ahead_of_a_batch_serves_the_next_and_never_reuses_a_taken_candidate():
+    """What lanes check of the random stream for later batches, restarted from where the
+    batch left it, gives the next batch the same passes as a stream checked afresh."""
+    stream = Stream(1, 0, None, 5000, wanted=1)
+    run_lanes([stream], 2, random.Random(3))
+    used = stream.answer(0)[1][0] + 1
+    stream.limit = used + 5000 * 3
+    stream.restart(used, 3)  # ahead: the next three random slots of the run
+    for _, lo, hi in plan([stream], 1, 64)[0]:
+        stream.absorb(lo, hi, hi, [(i, "x", {}, {"passed": passes(1, i)}) for i in range(lo, hi)])
+    stream.absorb(0, 5, 5, [(i, "x", {}, {"passed": passes(1, i)}) for i in range(5)])  # taken already
+    assert all(i >= used for i in stream.done)
+    stream.limit = used + 5000 * 2
+    stream.restart(used, 2)  # the next batch has two random slots
+    run_lanes([stream], 2, random.Random(4))
+    assert [a[1][0] for a in stream.answers()] == list(first_passes(1, 3)[1:])
