@@ -197,9 +197,10 @@ class Lanes:
             self._flight[key] = (lane, tag, began)
             try:
                 self._done.append((key, fn(arg), None))
-            except BaseException as exc:
+            except Exception as exc:  # handed back by wait(), as from the other lanes
                 self._done.append((key, None, exc))
-            self.blocked += time.perf_counter() - began
+            finally:
+                self.blocked += time.perf_counter() - began
             return
         if lane == 0:
             key = object()

@@ -80,7 +80,7 @@ def test_nan_logits_with_stop_invalid_off_are_not_scored():
 @pytest.fixture
 def faulty_evolution(tmp_path):
     """An Evolution of the faulty task whose trainings hang once (then train normally)."""
-    config = load_run_config(FAULTY, None, FAST + ["proxy.timeout_s=1", "search.max_attempts=6"]
+    config = load_run_config(FAULTY, None, FAST + ["proxy.timeout_s=3", "search.max_attempts=6"]
                              + _fault("hang", at=-2, fault_dir=str(tmp_path)))
     context = build_context(config)
     yield Evolution(context, RunDir.create(tmp_path / "run", dump(config)))
