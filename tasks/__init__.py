@@ -10,9 +10,11 @@ from gp_losses.registry import Registry
 from tasks.base import Probe, Task, TrainResult
 from tasks.cls import DigitsTask
 from tasks.pose import PoseTask
+from tasks.seg import SegTask
 
 TASKS: Registry = Registry("task")
 TASKS.register("cls", DigitsTask)
 TASKS.register("pose", PoseTask)
+TASKS.register("seg", SegTask)
 
-__all__ = ["TASKS", "Task", "Probe", "TrainResult", "DigitsTask", "PoseTask"]
+__all__ = ["TASKS", "Task", "Probe", "TrainResult", "DigitsTask", "PoseTask", "SegTask"]

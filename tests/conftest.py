@@ -34,3 +34,15 @@ def tiny_pose(tmp_path_factory):
                                      iterations=8, batch_size=8, warmup=2))
     task.ensure_setup()
     return task
+
+
+@pytest.fixture(scope="session")
+def tiny_seg(tmp_path_factory):
+    """The seg task on 24 training, 8 validation and 8 test synthetic scenes at 48 px."""
+    from tasks.seg import SegTask
+
+    cache = tmp_path_factory.mktemp("seg-cache")
+    task = SegTask(SegTask.Options(cache_dir=str(cache), synthetic_train=24, synthetic_val=8, synthetic_test=8,
+                                   synthetic_size=48, size=48, iterations=6, batch_size=4, width=4))
+    task.ensure_setup()
+    return task

@@ -1,0 +1,96 @@
+"""Seg: the task contract on tiny synthetic scenes, and what the loss inputs hide."""
+
+import pytest
+import torch
+
+from contracts.task_contract import TaskContract
+from tasks.seg.metric import IGNORE
+
+
+class TestSegContract(TaskContract):
+    @pytest.fixture
+    def task(self, tiny_seg):
+        return tiny_seg
+
+
+def test_ignored_pixels_give_no_gradient(tiny_seg):
+    """yhat and y are masked: a loss's gradient at a pixel labelled 255 is zero."""
+    logits = torch.randn(2, tiny_seg.classes, 8, 8, requires_grad=True)
+    labels = torch.randint(0, tiny_seg.classes, (2, 8, 8))
+    labels[0, 2:5, 3:6] = IGNORE
+    inputs = tiny_seg.loss_inputs("seg", logits, labels)
+    assert inputs["y"][0, :, 2:5, 3:6].abs().sum() == 0 and inputs["y"][1].sum() == 64
+    (-(inputs["y"] * (inputs["yhat"] + 1e-12).log()).sum() + (inputs["yhat"] ** 2).sum()).backward()
+    assert logits.grad[0, :, 2:5, 3:6].abs().sum() == 0
+    assert logits.grad[0, :, 0:2].abs().sum() > 0
+
+
+def test_every_evaluation_reports_the_six_metrics(tiny_seg):
+    from gp_losses.evaluate import proxy_evaluate
+    from gp_losses.space import SearchSpace
+
+    space = SearchSpace(tiny_seg.branches)
+    result = proxy_evaluate(tiny_seg, space.compile(space.parse("Neg(Mul(y, Log(yhat)))")), 0, 300)
+    assert result["status"] == "ok"
+    assert set(result["metrics"]) == {"miou", "fwiou", "gacc", "macc", "biou", "bf1"}
+    assert all(0 <= v <= 1 for v in result["metrics"].values())
+    assert result["score"] == result["metrics"]["miou"]
+
+
+TABLE_8 = {  # the paper's Table 8 (Seg), written with Table 1's operators (1/2 = Inv(one + one))
+    "miou": "Mul(Inv(Add(one, one)), Neg(Log(Mul(Tanh(Mul(Mul(y, Inv(Add(one, y))), Sqrt(yhat))), "
+            "Add(Square(yhat), y)))))",
+    "fwiou": "Log(Mul(y, Log(Add(y, Mul(Add(y, yhat), Inv(yhat))))))",
+    "gacc": "Exp(Square(Add(y, Neg(Sqrt(yhat)))))",
+    "macc": "Tanh(Sqrt(MeanNHW(Mul(Neg(Log(yhat)), Sqrt(MaxPool(Sqrt(Add(y, y))))))))",
+    "biou": "Neg(Log(Mul(Mul(Mul(Mul(yhat, Square(yhat)), y), Sqrt(Neg(MinPool(Neg(yhat))))), "
+            "Exp(Square(Mul(yhat, Exp(yhat)))))))",
+    "bf1": "Exp(Add(MeanNHW(Mul(Neg(MaxPool(y)), Log(MaxPool(yhat)))), "
+           "Tanh(MeanNHW(Add(Add(yhat, yhat), one)))))",
+}
+
+
+@pytest.fixture(scope="module")
+def default_size_options(tmp_path_factory):
+    """runs/seg.yaml's task options (96 px images and network) on 20 scenes."""
+    from gp_losses.context import build_context, load_run_config
+
+    cache = tmp_path_factory.mktemp("seg96")
+    config = load_run_config("seg", None, [f"task.options.cache_dir={cache}", "task.options.synthetic_train=12",
+                                           "task.options.synthetic_val=4", "task.options.synthetic_test=4"])
+    return build_context(config).options
+
+
+@pytest.mark.parametrize("metric", sorted(TABLE_8))
+def test_the_papers_segmentation_losses_pass_the_protocol_for_their_metric(metric, default_size_options):
+    """With the protocol and task options of runs/seg.yaml, each scored by the loss's own
+    target metric; the negated loss fails."""
+    from gp_losses.context import build_context, load_run_config
+    from gp_losses.rejection import Protocol
+    from tasks.seg import SegTask
+
+    config = load_run_config("seg", None, [f"task.metric={metric}"])
+    task = SegTask(default_size_options, metric=metric)
+    space = build_context(config).space
+    protocol = Protocol(task, space.branches, space.operators, config.protocol)
+    (tree,) = space.parse(TABLE_8[metric])
+    result = protocol.check(0, tree)
+    assert result.passed, (metric, result)
+    (negated,) = space.parse(f"Neg({TABLE_8[metric]})")
+    assert not protocol.check(0, negated).passed
+
+
+def test_the_dice_baseline_is_one_minus_the_dice_coefficient_per_class(tiny_seg):
+    """Its tree, reduced as every loss is (sum / (N H W)), equals the sum over classes of
+    1 - 2 |P ∩ G| / (|P| + |G|) with soft counts, computed here by hand."""
+    from gp_losses.space import SearchSpace
+
+    space = SearchSpace(tiny_seg.branches)
+    loss = space.compile(space.parse(tiny_seg.baselines["dice"]["seg"]))
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, tiny_seg.classes, 10, 12, generator=gen)
+    labels = torch.randint(0, tiny_seg.classes, (3, 10, 12), generator=gen)
+    inputs = tiny_seg.loss_inputs("seg", logits, labels)
+    p, g = inputs["yhat"], inputs["y"]
+    by_hand = (1 - 2 * (p * g).sum((0, 2, 3)) / (p.sum((0, 2, 3)) + g.sum((0, 2, 3)))).sum()
+    assert loss({"seg": inputs}).item() == pytest.approx(by_hand.item(), rel=1e-5)
