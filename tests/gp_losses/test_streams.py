@@ -14,9 +14,25 @@ def passes(slot, index):
     return random.Random(f"{slot}/{index}").random() < (0.5 if slot % 3 == 0 else 0.02)
 
 
+def check(job, rng):
+    """A worker's job: its ranges in order, each until its first pass, stopping after a
+    random number of candidates (at least one); the answers go into the streams."""
+    budget, checked, found = rng.randint(1, 40), 0, set()
+    for stream, lo, hi in job:
+        results, index = [], lo
+        while index < hi and stream.slot not in found and (checked < budget or checked == 0):
+            ok = passes(stream.slot, index)
+            results.append((index, f"e{index}", {"op": "init"}, {"passed": ok, "seconds": 0.0}))
+            index += 1
+            checked += 1
+            if ok and stream.first_only:
+                found.add(stream.slot)
+                break
+        stream.absorb(lo, hi, index, results)
+
+
 def run_rounds(streams, workers, rng, cap=64):
-    """Drive the streams as Evolution.reject does; each job checks its ranges in order, each
-    until its first pass, and stops after a random number of candidates (at least one)."""
+    """Drive the streams in rounds: every worker gets a job (`plan`), all answer, again."""
     rounds = 0
     while True:
         jobs = plan(streams, workers, cap)
@@ -25,21 +41,10 @@ def run_rounds(streams, workers, rng, cap=64):
         rounds += 1
         seen = set()
         for job in jobs:
-            budget = rng.randint(1, 40)
-            checked, found = 0, set()
             for stream, lo, hi in job:
                 assert not any((stream.slot, i) in seen for i in range(lo, hi))  # no overlap in a round
                 seen.update((stream.slot, i) for i in range(lo, hi))
-                results, index = [], lo
-                while index < hi and stream.slot not in found and (checked < budget or checked == 0):
-                    ok = passes(stream.slot, index)
-                    results.append((index, f"e{index}", {"op": "init"}, {"passed": ok, "seconds": 0.0}))
-                    index += 1
-                    checked += 1
-                    if ok and stream.first_only:
-                        found.add(stream.slot)
-                        break
-                stream.absorb(lo, hi, index, results)
+            check(job, rng)
 
 
 def answers(workers, seed, n=7, limit=10_000):
@@ -134,7 +139,7 @@ def test_the_random_stream_goes_on_from_batch_to_batch_as_one_stream(workers):
     assert taken == first_passes(1, 6)
 
 
-def run_lanes(streams, lanes, rng, cap=64, restarts=None):
+def run_lanes(streams, lanes, rng, cap=64):
     """Drive the streams as Evolution.make_batch does: no rounds; whenever lanes are free they
     get jobs (`plan` over the free lanes), and the job that answers next is drawn at random
     from those out, so ranges come back in any order while others are still out."""
@@ -145,20 +150,8 @@ def run_lanes(streams, lanes, rng, cap=64, restarts=None):
             free -= 1
         if not out:
             return
-        job = out.pop(rng.randrange(len(out)))
         free += 1
-        budget, checked, found = rng.randint(1, 40), 0, set()
-        for stream, lo, hi in job:
-            results, index = [], lo
-            while index < hi and stream.slot not in found and (checked < budget or checked == 0):
-                ok = passes(stream.slot, index)
-                results.append((index, f"e{index}", {"op": "init"}, {"passed": ok, "seconds": 0.0}))
-                index += 1
-                checked += 1
-                if ok and stream.first_only:
-                    found.add(stream.slot)
-                    break
-            stream.absorb(lo, hi, index, results)
+        check(out.pop(rng.randrange(len(out))), rng)
 
 
 @pytest.mark.parametrize("lanes", [1, 2, 3, 16])
