@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -120,6 +119,8 @@ class SegTask(Task):
             if len(bad):
                 raise InputError(f"segmentation data: split {split!r} has label {int(bad[0])}, but the task "
                                  f"has {self.classes} classes (task.options.classes)")
+            if bool((labels == seg_metric.IGNORE).all()):
+                raise InputError(f"segmentation data: split {split!r} has no labelled pixel (all are 255)")
         self.band = opt.band * opt.size / FULL_RESOLUTION
         self.tolerance = opt.tolerance * opt.size * math.sqrt(2)
 
@@ -191,5 +192,7 @@ class SegTask(Task):
                 for pred, label in zip(logits.argmax(dim=1).cpu().numpy(),
                                        self.y_eval[start:start + opt.eval_batch].numpy()):
                     scores.add(pred, label)
-        metrics = {k: (0.0 if np.isnan(v) else v) for k, v in scores.result().items()}
+        # a metric is NaN only where the split has no boundary (BIoU, BF1): the engine records
+        # such an evaluation as an error, never as a score
+        metrics = scores.result()
         return TrainResult(score=metrics[self.metric], metrics=metrics, iterations=total)

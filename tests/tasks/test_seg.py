@@ -94,3 +94,22 @@ def test_the_dice_baseline_is_one_minus_the_dice_coefficient_per_class(tiny_seg)
     p, g = inputs["yhat"], inputs["y"]
     by_hand = (1 - 2 * (p * g).sum((0, 2, 3)) / (p.sum((0, 2, 3)) + g.sum((0, 2, 3)))).sum()
     assert loss({"seg": inputs}).item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_a_split_with_no_labelled_pixel_is_refused(tmp_path):
+    """A VOC directory whose val labels are all 255: the task says so at setup (exit 2 on
+    the command line) instead of scoring its evaluations."""
+    from PIL import Image
+
+    from gp_losses.errors import InputError
+    from tasks.seg import SegTask
+
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (tmp_path / sub).mkdir(parents=True)
+    for split, value in (("train", 1), ("val", IGNORE)):
+        Image.new("RGB", (16, 16)).save(tmp_path / "JPEGImages" / f"{split}0.jpg")
+        Image.new("L", (16, 16), value).save(tmp_path / "SegmentationClass" / f"{split}0.png")
+        (tmp_path / "ImageSets" / "Segmentation" / f"{split}.txt").write_text(f"{split}0\n")
+    task = SegTask(SegTask.Options(data_root=str(tmp_path), size=16))
+    with pytest.raises(InputError, match="split 'val' has no labelled pixel"):
+        task.ensure_setup()
