@@ -19,7 +19,8 @@ class FaultyDigits(DigitsTask):
     raise, nan (a NaN score), score (7.5), metric (a metric that is a string), hang, exit
     (os._exit), segv (SIGSEGV). With `fault_dir` set, the fault happens once only: its first
     occurrence leaves a file there. `setup_fault`: `raise` (bad input) or `slow` (3 s).
-    `probe_fault`: the probe metric raises."""
+    `probe_fault`: the probe metric raises. `train_s`: every training sleeps that long first
+    (a training longer than a rejection job's time box)."""
 
     name = "faulty"
 
@@ -31,6 +32,7 @@ class FaultyDigits(DigitsTask):
         fault_dir: str = ""
         setup_fault: str = ""
         probe_fault: bool = False
+        train_s: float = 0.0
 
     def setup(self):
         if self.options.setup_fault == "raise":
@@ -56,6 +58,7 @@ class FaultyDigits(DigitsTask):
         return True
 
     def train(self, loss, seed):
+        time.sleep(self.options.train_s)
         if not self._faulty(seed):
             return super().train(loss, seed)
         fault = self.options.fault

@@ -79,9 +79,12 @@ def test_resume_extends_a_finished_run(tmp_path):
 def test_scoop_run_resumed_serially_equals_a_serial_run(tmp_path):
     """`python -m scoop -n 2` with the default batch (one per worker): both workers train, a
     loss that kills its process every time is an `error`, and the run, resumed without SCOOP,
-    keeps batch 2 and ends as the serial run with batch 2 does."""
+    keeps batch 2 and ends as the serial run with batch 2 does. Trainings last 1 s, longer
+    than a rejection job's time box: a free lane takes a waiting training, and a 0.1-s
+    training could all go to whichever lane came free first."""
     overrides = [o for o in FAST if not o.startswith("search.batch")] + [
-        "task.options.fault=exit", "task.options.fault_eval=3", "task.options.run_seed=0"]
+        "task.options.fault=exit", "task.options.fault_eval=3", "task.options.run_seed=0",
+        "task.options.train_s=1.0"]
     out = tmp_path / "scoop"
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "tests"))
     done = subprocess.run([sys.executable, "-m", "scoop", "-n", "2", "gp_losses/main.py", "--task", FAULTY,
