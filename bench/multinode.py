@@ -6,7 +6,7 @@ both addresses and an ssh wrapper that uses its own config — the user's ~/.ssh
 nor changed — and runs
 
     python -m scoop --hostfile HOSTFILE --ssh-executable WRAPPER --external-hostname 127.0.0.3 \\
-        gp_losses/main.py --task cls ... --set search.batch=2
+        gp_losses/main.py --task cls ... --set search.batch=2 --set task.options.iterations=3000
 
 then the same search serially. It checks that the two processes both trained and that the
 two runs wrote the same evaluations.jsonl and hall of fame (timings and worker ids aside),
@@ -102,8 +102,14 @@ class Server:
             self.proc.kill()
 
 
+LONGER = {"cls": ["task.options.iterations=3000"]}
+"""Trainings longer than a rejection job's 0.5-s time box, so that both nodes train: a free
+worker takes a waiting training, and 0.2-s trainings may all go to the one that came free first."""
+
+
 def search(args: argparse.Namespace, out: Path, scoop=()) -> Tuple[float, str]:
-    sets = ["search.batch=2", "search.compare_baselines=false", "search.plot=false", *args.set]
+    sets = ["search.batch=2", "search.compare_baselines=false", "search.plot=false",
+            *LONGER.get(args.task, []), *args.set]
     cmd = [sys.executable, *scoop, str(ROOT / "gp_losses" / "main.py"), "--task", args.task,
            "--seed", str(args.seed), "--evaluations", str(args.evaluations), "--out", str(out)]
     cmd += [a for s in sets for a in ("--set", s)]
