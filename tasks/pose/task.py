@@ -14,10 +14,7 @@ for COCO, name a split with annotations as `test_split` (COCO's test-dev has non
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping
@@ -30,26 +27,10 @@ from gp_losses.errors import InputError
 from gp_losses.trees import Branch
 from primitives import ONE, Y, YHAT_REAL
 from tasks.base import LossFn, Probe, Task, TrainResult
+from tasks.cache import default_cache, locked
 from tasks.pose import data as pose_data
 from tasks.pose import metric as pose_metric
 from tasks.pose.model import build_model
-
-
-def default_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gp_losses"
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock, so that workers starting together generate the data once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class PoseTask(Task):
@@ -124,7 +105,7 @@ class PoseTask(Task):
         cache = Path(opt.cache_dir) if opt.cache_dir else default_cache()
         root = cache / (f"pose-synthetic-v1-{opt.synthetic_train}-{opt.synthetic_val}-"
                         f"{opt.synthetic_seed}-{opt.synthetic_size}")
-        with _locked(cache / f".{root.name}.lock"):
+        with locked(cache / f".{root.name}.lock"):
             ensure_dataset(root, opt.synthetic_train, opt.synthetic_val, opt.synthetic_seed,
                            opt.synthetic_size, opt.synthetic_test)
         return root

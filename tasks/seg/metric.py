@@ -151,7 +151,13 @@ def scores(preds, labels, classes: int, band: float, tolerance: float) -> Dict[s
 
 def per_image(pred: np.ndarray, label: np.ndarray, metric: str, classes: int, band: float,
               tolerance: float) -> float:
-    """The target metric of one image alone (the rejection protocol's per-sample score);
-    0.0 where it is undefined (no labelled pixel)."""
-    value = scores([pred], [label], classes, band, tolerance)[metric]
+    """The target metric of one image alone (the rejection protocol's per-sample score, so
+    only that metric is computed); 0.0 where it is undefined (no labelled pixel)."""
+    if metric == "bf1":
+        value = image_bf1(pred, label, classes, tolerance)
+        value = float("nan") if value is None else value
+    elif metric == "biou":
+        value = region_scores(confusion(pred, label, classes, trimap(label, band)))["miou"]
+    else:
+        value = region_scores(confusion(pred, label, classes))[metric]
     return 0.0 if np.isnan(value) else value

@@ -28,7 +28,7 @@ from gp_losses.errors import InputError
 from gp_losses.trees import Branch
 from primitives import CLASSIFICATION_INPUTS
 from tasks.base import LossFn, Probe, Task, TrainResult
-from tasks.pose.task import _locked, default_cache
+from tasks.cache import default_cache, locked
 from tasks.seg import data as seg_data
 from tasks.seg import metric as seg_metric
 from tasks.seg.model import build
@@ -100,7 +100,7 @@ class SegTask(Task):
         root = cache / (f"seg-synthetic-v1-{opt.synthetic_train}-{opt.synthetic_val}-{opt.synthetic_test}-"
                         f"{opt.synthetic_seed}-{opt.synthetic_size}-{opt.void_border:g}")
         splits = (("train", opt.synthetic_train), ("val", opt.synthetic_val), ("test", opt.synthetic_test))
-        with _locked(cache / f".{root.name}.lock"):
+        with locked(cache / f".{root.name}.lock"):
             write_voc(root, splits, opt.synthetic_seed, opt.synthetic_size, opt.void_border)
         return root
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, jaccard_score
 
-from tasks.seg.metric import IGNORE, METRICS, SegScores, boundary, scores, trimap
+from tasks.seg.metric import IGNORE, METRICS, SegScores, boundary, per_image, scores, trimap
 
 X = IGNORE
 
@@ -106,3 +106,14 @@ def test_region_metrics_agree_with_scikit_learn_on_random_maps(seed):
 def test_maps_of_different_shapes_are_refused():
     with pytest.raises(ValueError, match="differ in shape"):
         SegScores(2, 1, 1).add(np.zeros((4, 4), int), np.zeros((4, 5), int))
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_the_per_image_metric_is_the_dataset_metric_of_that_image_alone(metric):
+    rng = np.random.default_rng(1)
+    label = rng.integers(0, 4, (24, 24))
+    label[:3] = X
+    pred = np.where(rng.random(label.shape) < 0.7, label, rng.integers(0, 4, label.shape)) % 4
+    alone = scores([pred], [label], 4, band=2, tolerance=1.5)[metric]
+    assert per_image(pred, label, metric, 4, band=2, tolerance=1.5) == pytest.approx(alone)
+    assert per_image(pred, np.full_like(label, X), metric, 4, band=2, tolerance=1.5) == 0.0

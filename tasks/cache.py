@@ -1,0 +1,28 @@
+"""Where built-in tasks write the data they generate, and the lock that makes workers starting
+together generate it once."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+
+
+def default_cache() -> Path:
+    """$XDG_CACHE_HOME/gp_losses, else ~/.cache/gp_losses."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gp_losses"
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock on the file `path`, so that workers starting together generate the
+    data once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
