@@ -13,11 +13,16 @@ With `--mix search` the second kind is `offspring` instead: what a search makes 
 parent (`variation.offspring`: a copy 10 %, a new random loss 50 %, two mutations 40 %), and
 each process keeps the decisions it made, as a search's workers do, so a copy met again costs
 nothing. Policies `cls_config` and `pose_config` are the protocols of runs/cls.yaml and
-runs/pose.yaml; `fast_early_r25` adds an early reject at step 25 to `fast_early`.
+runs/pose.yaml (runs/seg.yaml's is `fast50_early`); `fast_early_r25` adds an early reject at
+step 25 to `fast_early`. `--only seg_task` runs the `seg` task itself instead of the stand-in
+probes: its probe images (5 x 6 x 96 x 96, DeepLabLite at initialization) scored by
+`--metric`.
 
     python bench/rejection.py [--random 600] [--mutants 200] [--subset 200] [--only seg]
     python bench/rejection.py --only seg --mix search --random 300 --mutants 300 \
         --policies paper_full cls_config pose_config
+    python bench/rejection.py --only seg_task --metric bf1 --mix search --random 200 \
+        --mutants 120 --policies paper_full fast50_early
 """
 
 from __future__ import annotations
@@ -67,11 +72,19 @@ _MEMO: Dict[str, Tuple[bool, str, int]] = {}
 _REMEMBER = False
 
 
+SEG_METRIC = "miou"
+"""The target metric of `seg_task` (`--metric`)."""
+
+
 def make_task(name: str):
     if name == "cls":
         from tasks.cls import DigitsTask
 
         return DigitsTask()
+    if name == "seg_task":  # the task itself, as runs/seg.yaml sets it up
+        from gp_losses.context import build_context, load_run_config
+
+        return build_context(load_run_config("seg", None, [f"task.metric={SEG_METRIC}"])).make_task()
     from seg_probe import SegProbeTask
 
     return SegProbeTask(size=64, classes=21)
@@ -200,17 +213,24 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=600)
     parser.add_argument("--mutants", type=int, default=200)
     parser.add_argument("--subset", type=int, default=200, help="candidates timed on 1 process")
-    parser.add_argument("--only", choices=["cls", "seg"])
+    parser.add_argument("--only", choices=["cls", "seg", "seg_task"],
+                        help="seg: the stand-in probes; seg_task: the seg task's own probe images and "
+                             "metric (runs/seg.yaml); default: cls and seg")
+    parser.add_argument("--metric", default="miou", help="seg_task's target metric (default miou)")
     parser.add_argument("--policies", nargs="+", choices=list(POLICIES),
                         help="measure only these (the first is the agreement reference)")
     parser.add_argument("--mix", choices=["mutants", "search"], default="mutants",
                         help="second kind of candidate: two-mutation offspring, or a search's offspring")
     args = parser.parse_args()
     report = {"benchmark": "rejection", "cpu_count": os.cpu_count(), "python": platform.python_version(),
-              "torch": torch.__version__, "results": {}}
+              "torch": torch.__version__, "mix": args.mix, "results": {}}
+    if args.only == "seg_task":
+        report["metric"] = args.metric
     policies = {name: POLICIES[name] for name in (args.policies or POLICIES)}
-    for task_name in ("cls", "seg"):
-        if args.only in (None, task_name):
+    global SEG_METRIC
+    SEG_METRIC = args.metric
+    for task_name in ("cls", "seg", "seg_task"):
+        if args.only == task_name or (args.only is None and task_name != "seg_task"):
             report["results"][task_name] = bench_task(task_name, args.random, args.mutants, args.subset,
                                                       policies, args.mix)
     print(json.dumps(report, indent=2))

@@ -153,6 +153,7 @@ def resolve_loss(context, items: Sequence[str]) -> Dict[str, str]:
 def cmd_probe(args: argparse.Namespace) -> int:
     from gp_losses.worker import device_for
     from gp_losses.rejection import Protocol
+    from gp_losses.torch_loss import PythonLoss
 
     context = _task_context(args)
     import torch
@@ -160,6 +161,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     torch.set_num_threads(context.config.proxy.threads)
     loss = context.space.parse(resolve_loss(context, args.loss))
     exprs = context.space.format(loss)
+    for branch, tree in zip(context.space.branches, loss):
+        if isinstance(tree, PythonLoss):
+            raise InputError(f"--loss: branch {branch.name!r} is the Python loss {tree.name!r}; the "
+                             "rejection protocol checks trees only (train it with `gp-losses train`)")
     device = device_for(context.config.proxy.device, 0, torch.cuda.device_count())
     protocol = Protocol(context.make_task(device), context.space.branches, context.space.operators,
                         context.config.protocol)
@@ -229,7 +234,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     from gp_losses.retrain import retrain
 
-    summary = retrain(args.run_dir, args.top, args.seeds, args.schedule, args.set)
+    overrides = list(args.set)
+    if args.baselines is not None:
+        names = [n.strip() for n in args.baselines.split(",") if n.strip()]
+        overrides.append(f"retrain.baselines=[{', '.join(names)}]")
+    summary = retrain(args.run_dir, args.top, args.seeds, args.schedule, overrides)
     log.info("report: %s", f"{args.run_dir}/retrain/report.md")
     print(json.dumps(summary, indent=2))
     return 0
@@ -276,6 +285,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
                     "branches": [{"name": b.name, "inputs": list(b.input_names), "weight": b.weight}
                                  for b in task.branches],
                     "metrics": list(task.metrics), "baselines": task.baselines,
+                    "python_losses": {b: sorted(fns) for b, fns in task.python_losses.items()},
                     "splits": list(task.splits),
                     "config": f"runs/{config.name}" if config else None})
     print(json.dumps(out, indent=2))
@@ -340,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="run directory of a search")
     p.add_argument("--top", type=_positive, help="hall-of-fame losses to retrain (default retrain.top, 3)")
     p.add_argument("--seeds", type=_positive, help="seeds per loss (default retrain.seeds, 3)")
+    p.add_argument("--baselines", metavar="NAMES", help="the task's baselines to retrain, comma-separated "
+                   "(default retrain.baselines: all)")
     p.add_argument("--schedule", choices=("long", "proxy"), default="long",
                    help="long: the task options of retrain.options (default); proxy: the search's own")
     p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",

@@ -135,6 +135,8 @@ class RetrainConfig:
     """Task options of the `long` schedule, over the search's own (the paper retrains about
     10x longer than its proxy); `--schedule proxy` keeps the search's options."""
     timeout_s: float = option(3600.0, 0, lo_open=True, help="per training")
+    baselines: Tuple[str, ...] = ()
+    """The task's baselines retrained beside the found losses, by name; empty: all of them."""
 
 
 @dataclass(frozen=True)

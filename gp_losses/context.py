@@ -90,6 +90,11 @@ def build_context(config: RunConfig) -> Context:
         task_cls.check_options(cfg.build(task_cls.Options, cfg.merge(config.task.options,
                                                                       config.retrain.options),
                                          "retrain.options"))
+    unknown = [name for name in config.retrain.baselines if name not in task_cls.baselines]
+    if unknown:
+        raise ConfigError(f"retrain.baselines: task {task_cls.name!r} has no baseline {unknown[0]!r}"
+                          + did_you_mean(unknown[0], list(task_cls.baselines))
+                          + f"; baselines: {', '.join(task_cls.baselines)}")
     search = config.search
     if search.depth > search.height_limit:
         raise ConfigError(f"search.depth: {search.depth} is over search.height_limit {search.height_limit}")
@@ -97,5 +102,6 @@ def build_context(config: RunConfig) -> Context:
         operators = operator_set(search.operators)
     except InputError as exc:
         raise ConfigError(f"search.operators: {exc}") from None
-    space = SearchSpace(task_cls.branches, operators, search.depth, search.height_limit)
+    space = SearchSpace(task_cls.branches, operators, search.depth, search.height_limit,
+                        task_cls.python_losses)
     return Context(config, task_cls, options, space)

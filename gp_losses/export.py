@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from gp_losses import __version__
 from gp_losses.errors import InputError
 from gp_losses.space import SearchSpace
+from gp_losses.torch_loss import PythonLoss
 from gp_losses.trees import Loss
 
 CLASS_NAME = "FoundLoss"
@@ -47,6 +48,10 @@ def to_source(space: SearchSpace, loss: Loss, header: str = "",
               inputs_doc: Optional[Mapping[str, str]] = None, class_name: str = CLASS_NAME) -> str:
     """The standalone module's source for `loss` in `space`."""
     inputs_doc = inputs_doc or {}
+    for branch, tree in zip(space.branches, loss):
+        if isinstance(tree, PythonLoss):
+            raise InputError(f"loss branch {branch.name!r} is the Python loss {tree.name!r}: it is code "
+                             f"already; import {tree.where} instead of exporting it")
     used = sorted({node.name for tree in loss for node in tree if node.arity > 0})
     missing = [name for name in used if not space.operators.by_name[name].code]
     if missing:

@@ -116,7 +116,8 @@ def _locked(folder: Path):
 
 
 def load_entries(run: Path, context, top: int) -> List[Entry]:
-    """The top `top` hall-of-fame losses of the run, then the task's baselines."""
+    """The top `top` hall-of-fame losses of the run, then the task's baselines (those of
+    `retrain.baselines`, or all)."""
     hall_path = run / "hall_of_fame.json"
     hall = json.loads(hall_path.read_text()) if hall_path.is_file() else []
     if not hall:
@@ -126,7 +127,10 @@ def load_entries(run: Path, context, top: int) -> List[Entry]:
     proxies = json.loads(base_path.read_text()) if base_path.is_file() else {}
     entries = [Entry(f"#{h['rank']}", h["expr"], h["rank"], h["score"], h.get("formula", {}))
                for h in hall[:top]]
+    chosen = context.config.retrain.baselines or tuple(context.task_cls.baselines)
     for name, expr in context.task_cls.baselines.items():
+        if name not in chosen:
+            continue
         known = proxies.get(name, {})
         entries.append(Entry(name, dict(expr), 0, known.get("score") if known.get("status") == "ok" else None))
     return entries
@@ -134,12 +138,16 @@ def load_entries(run: Path, context, top: int) -> List[Entry]:
 
 def fingerprints(context, spec: Dict[str, Any], entries: List[Entry]) -> None:
     """Mark each found loss gradient-equivalent to the baselines it shares every branch's
-    fingerprint with (paper section 3.2: the same gradient norms on the protocol's probe)."""
-    branches = [b.name for b in context.space.branches]
-    jobs = [(spec, k, entry.expr[b], False) for entry in entries for k, b in enumerate(branches)]
+    fingerprint with (paper section 3.2: the same gradient norms on the protocol's probe).
+    Baselines written in Python have no fingerprint: the protocol checks trees."""
+    space = context.space
+    branches = [b.name for b in space.branches]
+    trees = [entry for entry in entries
+             if not any(space.python_loss(entry.expr[b], k) for k, b in enumerate(branches))]
+    jobs = [(spec, k, entry.expr[b], False) for entry in trees for k, b in enumerate(branches)]
     results = parallel_map(protocol_job, jobs, item_limit_s=hard_limit(context.config.protocol.timeout_s))
-    prints = {}
-    for i, entry in enumerate(entries):
+    prints = {entry.name: None for entry in entries}
+    for i, entry in enumerate(trees):
         own = results[i * len(branches):(i + 1) * len(branches)]
         prints[entry.name] = (tuple(tuple(r["fingerprint"]) for r in own)
                               if all(r["fingerprint"] for r in own) else None)

@@ -7,7 +7,7 @@ random ones, makes offspring and compiles losses to torch, all through the one o
 from __future__ import annotations
 
 import random
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import sympy
 from deap import gp
@@ -15,17 +15,22 @@ from deap import gp
 from gp_losses import variation
 from gp_losses.errors import InputError, ParseError
 from gp_losses.formula import to_sympy
-from gp_losses.torch_loss import CompiledLoss
-from gp_losses.trees import Branch, Loss, LossTree, parse_loss, parse_tree
+from gp_losses.torch_loss import CompiledLoss, PythonLoss
+from gp_losses.trees import Branch, Loss, LossTree, check_branch_names, parse_tree
 from primitives import OperatorSet, operator_set
 
 
 class SearchSpace:
-    """Branches × operators × (init depth D, height limit); see paper section 3."""
+    """Branches × operators × (init depth D, height limit); see paper section 3.
+
+    `python_losses` ({branch: {name: function}}) are the task's baselines written in Python:
+    a branch's expression may be one of their names instead of a tree (see `PythonLoss`).
+    """
 
     def __init__(self, branches: Sequence[Branch] = (Branch("loss"),),
                  operators: Optional[OperatorSet] = None, depth: int = 3,
-                 height_limit: int = variation.HEIGHT_LIMIT) -> None:
+                 height_limit: int = variation.HEIGHT_LIMIT,
+                 python_losses: Optional[Mapping[str, Mapping[str, Callable]]] = None) -> None:
         if not branches:
             raise InputError("a search space needs at least one loss branch")
         if not 1 <= depth <= height_limit:
@@ -36,6 +41,7 @@ class SearchSpace:
         self.height_limit = height_limit
         self.psets: Tuple[gp.PrimitiveSet, ...] = tuple(
             self.operators.pset(b.inputs) for b in self.branches)
+        self.python_losses = {b.name: dict((python_losses or {}).get(b.name, {})) for b in self.branches}
 
     @property
     def branch_names(self) -> Tuple[str, ...]:
@@ -47,9 +53,19 @@ class SearchSpace:
             if len(self.branches) != 1:
                 raise ParseError(f"this loss has {len(self.branches)} branches "
                                  f"({', '.join(self.branch_names)}): give one expression per branch")
-            return Loss([self._checked(parse_tree(expr, self.psets[0]), 0)])
-        loss = parse_loss(dict(expr), self.branches, self.psets)
-        return Loss([self._checked(t, k) for k, t in enumerate(loss)])
+            return Loss([self._branch(expr, 0)])
+        texts = dict(expr)
+        check_branch_names(texts, self.branches)
+        return Loss([self._branch(texts[b.name], k) for k, b in enumerate(self.branches)])
+
+    def python_loss(self, text: str, index: int) -> Optional[PythonLoss]:
+        """The branch's Python loss named `text`, or None (`text` is an expression)."""
+        fn = self.python_losses[self.branches[index].name].get(text.strip())
+        return PythonLoss(text.strip(), fn) if fn is not None else None
+
+    def _branch(self, text: str, index: int) -> Union[LossTree, PythonLoss]:
+        named = self.python_loss(text, index)
+        return named if named is not None else self._checked(parse_tree(text, self.psets[index]), index)
 
     def _checked(self, tree: LossTree, index: int) -> LossTree:
         if tree.height > self.height_limit:
@@ -80,5 +96,9 @@ class SearchSpace:
 
     def formulas(self, loss: Loss, simplify: bool = True) -> Dict[str, sympy.Expr]:
         """{branch name: the branch's element-wise output as a sympy expression}."""
+        for branch, tree in zip(self.branches, loss):
+            if isinstance(tree, PythonLoss):
+                raise InputError(f"loss branch {branch.name!r} is the Python loss {tree.name!r} "
+                                 f"({tree.where}): it has no formula; only trees have one")
         return {b.name: to_sympy(t, self.operators, b.inputs, simplify)
                 for b, t in zip(self.branches, loss)}

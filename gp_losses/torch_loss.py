@@ -4,11 +4,13 @@
 o, of shape (N, C, H, W). `reduce_output` aggregates o to the branch loss: `"mean"` is
 sum(o) / (N·H·W) (Eq. 3, no normalization over C, as cross-entropy); `"sum"` is the plain sum
 the loss-rejection protocol uses (Appendix A). A multi-branch loss is the weighted sum of its
-branch losses (Eq. 4).
+branch losses (Eq. 4). A branch may instead hold a `PythonLoss`: a task's baseline written in
+Python because no tree expresses it (Lovász-softmax), which computes its branch loss itself.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import torch
@@ -101,6 +103,25 @@ def reduce_output(o: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
 
 
+@dataclass(frozen=True)
+class PythonLoss:
+    """A branch loss written in Python: `fn` maps the branch inputs to the branch loss, a scalar
+    at the scale it trains with (as Eq. 3's mean over N·H·W is for a tree). Named in place of
+    an expression (`--loss lovasz`); trained and retrained like a tree, but never searched,
+    checked by the protocol or exported (it is code already: `fn`'s module)."""
+
+    name: str
+    fn: Callable[[Inputs], torch.Tensor]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def where(self) -> str:
+        """The function's import path, for messages."""
+        return f"{self.fn.__module__}.{self.fn.__qualname__}"
+
+
 class CompiledLoss:
     """A multi-branch loss: sum over branches of weight × branch loss (Eq. 4)."""
 
@@ -108,11 +129,18 @@ class CompiledLoss:
         if len(loss) != len(branches):
             raise ValueError(f"loss has {len(loss)} trees for {len(branches)} branches")
         self.branches = tuple(branches)
-        self.outputs = [compile_tree(t, operators, b.inputs) for t, b in zip(loss, branches)]
+        self.outputs: list = [t if isinstance(t, PythonLoss) else compile_tree(t, operators, b.inputs)
+                              for t, b in zip(loss, branches)]
 
     def branch(self, index: int, values: Inputs, reduction: str = "mean") -> torch.Tensor:
         """The loss of one branch (unweighted)."""
-        return reduce_output(self.outputs[index](values), reduction)
+        output = self.outputs[index]
+        if isinstance(output, PythonLoss):
+            if reduction != "mean":
+                raise InputError(f"the Python loss {output.name!r} has its own reduction only "
+                                 f"(asked for {reduction!r}): the rejection protocol checks trees")
+            return output.fn(values)
+        return reduce_output(output(values), reduction)
 
     def __call__(self, values: Mapping[str, Inputs], reduction: str = "mean") -> torch.Tensor:
         """Total loss from {branch name: {input name: tensor}}."""

@@ -141,9 +141,8 @@ def parse_tree(text: str, pset: gp.PrimitiveSet) -> LossTree:
     return LossTree(nodes)
 
 
-def parse_loss(texts: Dict[str, str], branches: Sequence[Branch],
-               psets: Sequence[gp.PrimitiveSet]) -> Loss:
-    """A Loss from one expression per branch name; every branch must be given."""
+def check_branch_names(texts: Dict[str, str], branches: Sequence[Branch]) -> None:
+    """ParseError unless `texts` names every branch and no other."""
     names = [b.name for b in branches]
     unknown = [n for n in texts if n not in names]
     if unknown:
@@ -152,4 +151,3 @@ def parse_loss(texts: Dict[str, str], branches: Sequence[Branch],
     missing = [n for n in names if n not in texts]
     if missing:
         raise ParseError(f"no expression given for loss branch {missing[0]!r}")
-    return Loss(parse_tree(texts[b.name], pset) for b, pset in zip(branches, psets))

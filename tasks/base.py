@@ -66,7 +66,12 @@ class Task:
     metrics: ClassVar[Tuple[str, ...]] = ()
     """Metric names; each is a search target (`task.metric`), the first is the default."""
     baselines: ClassVar[Dict[str, Dict[str, str]]] = {}
-    """Hand-designed losses by name: {baseline: {branch: expression}}."""
+    """Hand-designed losses by name: {baseline: {branch: expression}}; an expression may be the
+    name of one of `python_losses`."""
+    python_losses: ClassVar[Dict[str, Dict[str, Callable[[Mapping[str, torch.Tensor]], torch.Tensor]]]] = {}
+    """Baselines that no tree expresses, written in Python: {branch: {name: function}}. A
+    function maps the branch inputs to the branch loss, a scalar (at the scale it trains
+    with, as Eq. 3's mean over N·H·W is for a tree). Trained and retrained by name (`--loss NAME`); never searched or exported."""
     splits: ClassVar[Tuple[str, ...]] = ("train", "val")
     """The task's data splits. `train` trains the proxy network and gives the probe samples;
     `val` scores a search's evaluations; a task that lists `test` can score held-out data that

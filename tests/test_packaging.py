@@ -9,7 +9,7 @@ import zipfile
 
 from search_helpers import ROOT
 
-CONFIGS = ("runs/cls.yaml", "runs/pose.yaml", "runs/paper/pose_coco.yaml")
+CONFIGS = ("runs/cls.yaml", "runs/pose.yaml", "runs/seg.yaml", "runs/paper/pose_coco.yaml", "runs/paper/seg_voc.yaml")
 
 
 def test_the_wheel_ships_the_run_configs_and_an_install_finds_them(tmp_path):

@@ -4,11 +4,14 @@ torchvision's DeepLabV3 ResNet-50 (the paper's setting, `model: deeplabv3_resnet
 `DeepLabLite`: two stride-2 convolutions, atrous convolutions at stride 4 (dilation 2), an
 ASPP-lite head (1x1, 3x3 dilated 2 and 4, and image pooling, concatenated and fused by a 1x1)
 and a classifier, upsampled bilinearly to the input. Batch norm throughout.
+
+Both name their segmentation head (`head_parameters`), whose learning rate the paper multiplies
+by 10 (`task.options.head_lr`).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +48,9 @@ class DeepLabLite(nn.Module):
         self.head = AsppLite(2 * width, 2 * width)
         self.classifier = nn.Conv2d(2 * width, classes, 1)
 
+    def head_parameters(self) -> List[nn.Parameter]:
+        return list(self.head.parameters()) + list(self.classifier.parameters())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.classifier(self.head(self.encoder(x)))
         return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False)
@@ -61,6 +67,9 @@ class TorchvisionDeepLab(nn.Module):
         self.net = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=classes, aux_loss=False)
         if weights:
             self.net.load_state_dict(torch.load(weights, map_location="cpu"), strict=False)
+
+    def head_parameters(self) -> List[nn.Parameter]:
+        return list(self.net.classifier.parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)["out"]

@@ -30,6 +30,7 @@ from primitives import CLASSIFICATION_INPUTS
 from tasks.base import LossFn, Probe, Task, TrainResult
 from tasks.cache import default_cache, locked
 from tasks.seg import data as seg_data
+from tasks.seg import losses as seg_losses
 from tasks.seg import metric as seg_metric
 from tasks.seg.model import build
 from tasks.seg.synthetic import CLASSES as SYNTHETIC_CLASSES
@@ -49,7 +50,9 @@ class SegTask(Task):
                  "mse": {"seg": "Square(Add(yhat, Neg(y)))"},
                  # 1 - 2 sum(yhat y) / (sum(yhat) + sum(y)) per class, over the batch's pixels
                  "dice": {"seg": "Add(one, Neg(Mul(Add(MeanNHW(Mul(yhat, y)), MeanNHW(Mul(yhat, y))), "
-                                 "Inv(Add(MeanNHW(yhat), MeanNHW(y))))))"}}
+                                 "Inv(Add(MeanNHW(yhat), MeanNHW(y))))))"},
+                 **{name: {"seg": name} for name in seg_losses.LOSSES}}
+    python_losses = {"seg": seg_losses.LOSSES}
     splits = ("train", "val", "test")
     loss_inputs_doc = {"seg": "yhat = softmax(logits, dim=1) * m and y = one_hot(labels, C) * m, both "
                               "(N, C, H, W), where m is 1 on labelled pixels and 0 on those labelled "
@@ -81,10 +84,17 @@ class SegTask(Task):
         optimizer: str = option("adam", choices=("adam", "sgd"))
         lr: float = option(3e-3, 0, lo_open=True)
         momentum: float = option(0.9, 0, 1, help="SGD momentum")
+        weight_decay: float = option(1e-4, 0, help="SGD weight decay")
+        head_lr: float = option(1.0, 0, lo_open=True, help="learning-rate multiplier of the segmentation head")
         schedule: str = option("constant", choices=("constant", "poly"))
+        min_lr: float = option(0.0, 0, help="the poly schedule's floor")
         eval_batch: int = option(32, 1)
         train_limit: int = option(0, 0, help="use only the first N training images (0 = all)")
         val_limit: int = option(0, 0, help="likewise for the scored split (val or test)")
+        loader: str = option("memory", choices=("memory", "stream"),
+                             help="memory: every image decoded once, as tensors; stream: a DataLoader")
+        loader_workers: int = option(0, 0, help="DataLoader processes (stream); 0: in the training process")
+        pin_memory: bool = False       # DataLoader pin_memory (stream), for CUDA
 
     # --- data ----------------------------------------------------------------------------
     @property
@@ -107,22 +117,58 @@ class SegTask(Task):
     def setup(self) -> None:
         opt = self.options
         root = self._root()
-        scored = {"val": opt.val_split, "test": opt.test_split}[self.split]
-        self.x_train, self.y_train = seg_data.load_split(root, opt.train_split, opt.size)
-        self.x_eval, self.y_eval = seg_data.load_split(root, scored, opt.size)
-        if opt.train_limit:
-            self.x_train, self.y_train = self.x_train[:opt.train_limit], self.y_train[:opt.train_limit]
-        if opt.val_limit:
-            self.x_eval, self.y_eval = self.x_eval[:opt.val_limit], self.y_eval[:opt.val_limit]
-        for labels, split in ((self.y_train, opt.train_split), (self.y_eval, scored)):
-            bad = labels[(labels != seg_metric.IGNORE) & (labels >= self.classes)]
-            if len(bad):
-                raise InputError(f"segmentation data: split {split!r} has label {int(bad[0])}, but the task "
-                                 f"has {self.classes} classes (task.options.classes)")
-            if bool((labels == seg_metric.IGNORE).all()):
-                raise InputError(f"segmentation data: split {split!r} has no labelled pixel (all are 255)")
+        self.scored_split = {"val": opt.val_split, "test": opt.test_split}[self.split]
+        train_limit, eval_limit = opt.train_limit or None, opt.val_limit or None
+        self.train_data = seg_data.VocSegmentation(root, opt.train_split, opt.size, train_limit)
+        self.eval_data = seg_data.VocSegmentation(root, self.scored_split, opt.size, eval_limit)
+        self.x_train = self.y_train = self.x_eval = self.y_eval = None
+        if opt.loader == "memory":
+            self.x_train, self.y_train = seg_data.load_split(root, opt.train_split, opt.size, train_limit)
+            self.x_eval, self.y_eval = seg_data.load_split(root, self.scored_split, opt.size, eval_limit)
+            self._check_labels(self.y_train, opt.train_split, whole=True)
+            self._check_labels(self.y_eval, self.scored_split, whole=True)
         self.band = opt.band * opt.size / FULL_RESOLUTION
         self.tolerance = opt.tolerance * opt.size * math.sqrt(2)
+
+    def _check_labels(self, labels: torch.Tensor, split: str, whole: bool = False) -> None:
+        """InputError for a label the task has no class for, or (`whole`: a whole split) for
+        a split without a labelled pixel. Streamed data is checked batch by batch."""
+        bad = labels[(labels != seg_metric.IGNORE) & (labels >= self.classes)]
+        if len(bad):
+            raise InputError(f"segmentation data: split {split!r} has label {int(bad[0])}, but the task "
+                             f"has {self.classes} classes (task.options.classes)")
+        if whole and bool((labels == seg_metric.IGNORE).all()):
+            raise InputError(f"segmentation data: split {split!r} has no labelled pixel (all are 255)")
+
+    def _train_batches(self, draws: seg_data.Draws):
+        """(images, labels) of each batch of `draws`, from memory or through a DataLoader."""
+        opt = self.options
+        if self.x_train is not None:
+            for index in draws:
+                yield self.x_train[index], self.y_train[index]
+            return
+        for images, labels in self._loader(self.train_data, batch_sampler=draws):
+            self._check_labels(labels, opt.train_split)
+            yield images, labels
+
+    def _eval_batches(self):
+        opt = self.options
+        if self.x_eval is not None:
+            for start in range(0, len(self.y_eval), opt.eval_batch):
+                yield self.x_eval[start:start + opt.eval_batch], self.y_eval[start:start + opt.eval_batch]
+            return
+        labelled = False
+        for images, labels in self._loader(self.eval_data, batch_size=opt.eval_batch):
+            self._check_labels(labels, self.scored_split)
+            labelled = labelled or bool((labels != seg_metric.IGNORE).any())
+            yield images, labels
+        if not labelled:
+            raise InputError(f"segmentation data: split {self.scored_split!r} has no labelled pixel (all are 255)")
+
+    def _loader(self, dataset, **kwargs) -> torch.utils.data.DataLoader:
+        opt = self.options
+        return torch.utils.data.DataLoader(dataset, num_workers=opt.loader_workers,
+                                           pin_memory=opt.pin_memory and self.device.type == "cuda", **kwargs)
 
     def _network(self, seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)
@@ -133,11 +179,12 @@ class SegTask(Task):
     def probe(self, n: int, seed: int) -> Probe:
         self.ensure_setup()
         gen = torch.Generator().manual_seed(seed)
-        index = torch.randperm(len(self.y_train), generator=gen)[:n]
+        index = torch.randperm(len(self.train_data), generator=gen)[:n].tolist()
+        (images, labels), = self._train_batches([index])
         net = self._network(seed).eval()
         with torch.no_grad():
-            logits = net(self.x_train[index].to(self.device))
-        labels = self.y_train[index].to(self.device)
+            logits = net(images.to(self.device))
+        labels = labels.to(self.device)
         ideal = 10.0 * F.one_hot(labels.clamp(max=self.classes - 1), self.classes).permute(0, 3, 1, 2).float()
         return Probe(outputs={"seg": logits}, targets={"seg": labels}, ideal={"seg": ideal})
 
@@ -157,26 +204,28 @@ class SegTask(Task):
     def iterations(self) -> int:
         opt = self.options
         if opt.epochs > 0:
-            return max(1, math.ceil(opt.epochs * len(self.y_train) / opt.batch_size))
+            return max(1, math.ceil(opt.epochs * len(self.train_data) / opt.batch_size))
         return opt.iterations
 
     def train(self, loss: LossFn, seed: int) -> TrainResult:
         self.ensure_setup()
         opt = self.options
         net = self._network(seed).train()
+        head = {id(p) for p in net.head_parameters()}
+        groups = [{"params": [p for p in net.parameters() if id(p) not in head], "lr": opt.lr},
+                  {"params": net.head_parameters(), "lr": opt.lr * opt.head_lr}]
         if opt.optimizer == "adam":
-            optim = torch.optim.Adam(net.parameters(), lr=opt.lr)
+            optim = torch.optim.Adam(groups, lr=opt.lr)
         else:
-            optim = torch.optim.SGD(net.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=1e-4)
+            optim = torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
         total = self.iterations()
-        if opt.schedule == "poly":
-            sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda i: (1 - i / total) ** 0.9)
-        gen = torch.Generator().manual_seed(seed)
-        n = len(self.y_train)
-        for _ in range(total):
-            index = torch.randint(0, n, (opt.batch_size,), generator=gen)
-            logits = net(self.x_train[index].to(self.device))
-            value = loss({"seg": self.loss_inputs("seg", logits, self.y_train[index])})
+        if opt.schedule == "poly":  # (1 - i/T)^0.9 from lr down to min_lr (the head's in proportion)
+            floor = min(opt.min_lr / opt.lr, 1.0)
+            sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda i: floor + (1 - floor) * (1 - i / total) ** 0.9)
+        draws = seg_data.Draws(len(self.train_data), total, opt.batch_size, seed)
+        for images, labels in self._train_batches(draws):
+            logits = net(images.to(self.device))
+            value = loss({"seg": self.loss_inputs("seg", logits, labels)})
             optim.zero_grad()
             value.backward()
             optim.step()
@@ -185,12 +234,11 @@ class SegTask(Task):
         net.eval()
         scores = seg_metric.SegScores(self.classes, self.band, self.tolerance)
         with torch.no_grad():
-            for start in range(0, len(self.y_eval), opt.eval_batch):
-                logits = net(self.x_eval[start:start + opt.eval_batch].to(self.device))
+            for images, labels in self._eval_batches():
+                logits = net(images.to(self.device))
                 if not torch.isfinite(logits).all():
                     return TrainResult.invalid("the trained network's outputs are not finite", total)
-                for pred, label in zip(logits.argmax(dim=1).cpu().numpy(),
-                                       self.y_eval[start:start + opt.eval_batch].numpy()):
+                for pred, label in zip(logits.argmax(dim=1).cpu().numpy(), labels.numpy()):
                     scores.add(pred, label)
         # a metric is NaN only where the split has no boundary (BIoU, BF1): the engine records
         # such an evaluation as an error, never as a score

@@ -21,7 +21,7 @@ class TaskContract:
 
     @pytest.fixture
     def space(self, task):
-        return SearchSpace(task.branches)
+        return SearchSpace(task.branches, python_losses=task.python_losses)
 
     @pytest.fixture
     def probe(self, task):

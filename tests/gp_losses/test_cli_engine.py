@@ -89,6 +89,7 @@ def test_version_and_the_list_of_tasks(capsys):
     assert tasks["pose"]["metrics"][0] == "ap" and "mse" in tasks["pose"]["baselines"]
     assert tasks["cls"]["config"] == "runs/cls.yaml"
     assert tasks["cls"]["splits"] == tasks["pose"]["splits"] == ["train", "val", "test"]
+    assert tasks["seg"]["python_losses"] == {"seg": ["lovasz", "ssim", "wce"]} and tasks["pose"]["python_losses"] == {}
 
 
 USER_TASK = """

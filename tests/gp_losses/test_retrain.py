@@ -120,6 +120,15 @@ def test_a_task_without_a_test_split_is_scored_on_val_and_says_so(tmp_path, fini
     assert "no test split" in caplog.text
 
 
+def test_retrain_takes_only_the_baselines_named(tmp_path, finished_run):
+    run = _copy_run(finished_run, tmp_path / "run")
+    retrain(str(run), top=1, seeds=1, overrides=LONG + [IN_PROCESS, "retrain.baselines=[mse]"])
+    assert [r["loss"] for r in _report_rows(run)] == ["#1", "mse"]
+    proc = cli("retrain", str(run), "--baselines", "ce,hinge")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "no baseline 'hinge'" in err
+
+
 def test_retrain_refuses_bad_input(tmp_path, finished_run):
     proc = cli("retrain", str(tmp_path))
     _, err = proc.communicate(timeout=60)

@@ -1,10 +1,14 @@
 """Seg: the task contract on tiny synthetic scenes, and what the loss inputs hide."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from contracts.task_contract import TaskContract
 from tasks.seg.metric import IGNORE
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class TestSegContract(TaskContract):
@@ -113,3 +117,89 @@ def test_a_split_with_no_labelled_pixel_is_refused(tmp_path):
     task = SegTask(SegTask.Options(data_root=str(tmp_path), size=16))
     with pytest.raises(InputError, match="split 'val' has no labelled pixel"):
         task.ensure_setup()
+
+
+def _voc_fixture(root, splits):
+    """A VOC-layout directory of 21-class palette labels (with 255 outlines), written here."""
+    import numpy as np
+    from PIL import Image
+
+    from tasks.seg.synthetic import voc_palette
+
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(0)
+    for split, count in splits.items():
+        names = [f"{split}{k}" for k in range(count)]
+        for name in names:
+            label = np.zeros((40, 56), dtype=np.uint8)
+            cls = rng.randint(1, 21)
+            top, left = rng.randint(0, 20), rng.randint(0, 30)
+            label[top:top + 16, left:left + 20] = cls
+            label[top, left:left + 20] = IGNORE
+            image = rng.randint(0, 255, (40, 56, 3)).astype(np.uint8)
+            image[label == cls] = (cls * 12, 255 - cls * 12, 128)
+            Image.fromarray(image).save(root / "JPEGImages" / f"{name}.jpg")
+            png = Image.fromarray(label, mode="P")
+            png.putpalette(voc_palette())
+            png.save(root / "SegmentationClass" / f"{name}.png")
+        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n")
+
+
+def test_paper_config_runs_two_iterations_on_a_voc_fixture(tmp_path):
+    """runs/paper/seg_voc.yaml validates, and its DeepLabV3-R50 at 128 px trains two SGD
+    iterations (poly schedule, head at 10x) on a VOC layout the test writes."""
+    from gp_losses.context import build_context, load_run_config
+    from gp_losses.evaluate import proxy_evaluate
+
+    _voc_fixture(tmp_path / "voc", {"train_search": 4, "train_eval": 2, "val": 2})
+    config = load_run_config(None, str(ROOT / "runs/paper/seg_voc.yaml"), [
+        f"task.options.data_root={tmp_path / 'voc'}", "task.options.epochs=0",
+        "task.options.iterations=2", "task.options.batch_size=2", "task.options.loader_workers=1"])
+    assert config.task.options["model"] == "deeplabv3_resnet50" and config.search.evaluations == 500
+    context = build_context(config)
+    task = context.make_task("cpu")
+    opt = task.options
+    assert (opt.size, opt.optimizer, opt.lr, opt.head_lr, opt.schedule, opt.classes) == (128, "sgd", 0.02, 10, "poly", 21)
+    loss = context.space.compile(context.space.parse(context.task_cls.baselines["ce"]))
+    result = proxy_evaluate(task, loss, seed=0, timeout_s=600)
+    assert result["status"] == "ok" and result["iterations"] == 2, result.get("error")
+    assert set(result["metrics"]) == {"miou", "fwiou", "gacc", "macc", "biou", "bf1"}
+    assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
+    assert task.x_train is None and len(task.train_data) == 4  # streamed
+    image, label = task.train_data[0]
+    assert image.shape == (3, 128, 128) and int(label.max()) == IGNORE
+
+
+def test_streamed_data_trains_exactly_as_data_in_memory(tmp_path):
+    """The same seed draws the same batches from a DataLoader (two loader processes) as from
+    tensors in memory: the same scores; a streamed label the task has no class for is bad
+    input, named."""
+    from dataclasses import replace
+
+    from gp_losses.errors import InputError
+    from gp_losses.evaluate import proxy_evaluate
+    from gp_losses.space import SearchSpace
+    from tasks.seg import SegTask
+
+    _voc_fixture(tmp_path / "voc", {"train": 6, "val": 3})
+    memory = SegTask(SegTask.Options(data_root=str(tmp_path / "voc"), size=32, iterations=3, batch_size=2,
+                                     width=4, eval_batch=2))
+    stream = SegTask(replace(memory.options, loader="stream", loader_workers=2))
+    space = SearchSpace(SegTask.branches, python_losses=SegTask.python_losses)
+    loss = space.compile(space.parse("lovasz"))
+    a, b = (proxy_evaluate(t, loss, 1, 300) for t in (memory, stream))
+    assert a["status"] == b["status"] == "ok" and a["metrics"] == b["metrics"]
+    assert torch.equal(memory.probe(3, 0).outputs["seg"], stream.probe(3, 0).outputs["seg"])
+    few = SegTask(replace(stream.options, classes=3))
+    with pytest.raises(InputError, match="has label .* but the task has 3 classes"):
+        few.train(loss, 0)
+
+
+@pytest.mark.parametrize("metric", ["fwiou", "gacc", "macc", "biou", "bf1"])
+def test_each_metric_has_a_run_config_over_the_task_defaults(metric):
+    from gp_losses.context import load_run_config
+
+    config = load_run_config(None, str(ROOT / f"runs/seg_{metric}.yaml"), [])
+    assert (config.task.name, config.task.metric, config.name) == ("seg", metric, f"seg-{metric}")
+    assert config.protocol.early_exit and config.search.evaluations == 100  # from runs/seg.yaml
