@@ -100,8 +100,8 @@ def _operators_argument(parser: argparse.ArgumentParser) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     from gp_losses.search import run_search
 
-    if not args.task and not args.resume:
-        raise InputError("give --task NAME (or --resume RUN_DIR)")
+    if not (args.task or args.config or args.resume):
+        raise InputError("give --task NAME, a --config FILE that names task.name, or --resume RUN_DIR")
     summary = run_search(args.task, args.config, args.out, args.seed, args.evaluations,
                          args.resume, args.set, args.operators)
     print(json.dumps(summary, indent=2))

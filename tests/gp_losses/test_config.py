@@ -1,6 +1,9 @@
 """Configuration: malformed input is reported with its dotted key, exit 2, before any work."""
 
+import json
+
 import pytest
+import yaml
 
 from gp_losses import config as cfg
 from gp_losses.cli import main
@@ -144,3 +147,20 @@ def test_pose_options_are_checked_with_their_ranges(override, key, expected):
     with pytest.raises(cfg.ConfigError, match=key) as info:
         load_run_config("pose", None, [override])
     assert expected in str(info.value)
+
+
+def test_a_config_file_that_names_its_task_needs_no_task_flag(tmp_path, capsys):
+    """`gp_losses/main.py --config runs/seg_bf1.yaml`: the file's task.name is the task, laid
+    over that task's defaults; a file that names none is bad input, named."""
+    path = tmp_path / "digits.yaml"
+    path.write_text("task:\n  name: cls\nsearch:\n  evaluations: 2\n  population_init: 2\n")
+    out = tmp_path / "run"
+    overrides = ["--set", "task.options.iterations=5", "--set", "search.plot=false",
+                 "--set", "search.compare_baselines=false", "--set", "proxy.isolate=false"]
+    assert main(["search", "--config", str(path), "--out", str(out), *overrides]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["evaluations"] == 2 and yaml.safe_load((out / "config.yaml").read_text())["task"]["name"] == "cls"
+    (tmp_path / "none.yaml").write_text("search:\n  evaluations: 2\n")
+    assert main(["search", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "r2")]) == 2
+    assert "no task given" in capsys.readouterr().err
+    assert main(["search"]) == 2 and "--config FILE" in capsys.readouterr().err
