@@ -6,13 +6,12 @@ toward the higher neighbour in x and in y, scaled to the crop, mapped back to th
 
 from __future__ import annotations
 
-import contextlib
-import io
 from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
 
+from tasks.coco import coco_stats
 from tasks.pose.data import crop_to_image
 from tasks.pose.keypoints import oks
 
@@ -58,21 +57,9 @@ def coco_results(image_ids: Sequence[int], keypoints: np.ndarray, maxvals: np.nd
 
 def coco_keypoint_ap(ground_truth: Dict, results: List[Dict]) -> Dict[str, float]:
     """AP, AP50, AP75 and AR by pycocotools' COCOeval (iouType "keypoints", 17 sigmas)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     if not results:
         return {"ap": 0.0, "ap50": 0.0, "ap75": 0.0, "ar": 0.0}
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints; stdout is for JSON
-        gt = COCO()
-        gt.dataset = ground_truth
-        gt.createIndex()
-        dt = gt.loadRes(results)
-        ev = COCOeval(gt, dt, "keypoints")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    stats = [max(0.0, float(s)) for s in ev.stats]  # -1 means "no ground truth in range"
+    stats = [max(0.0, s) for s in coco_stats(ground_truth, results, "keypoints")]  # -1: no ground truth in range
     return {"ap": stats[0], "ap50": stats[1], "ap75": stats[2], "ar": stats[5]}
 
 

@@ -88,6 +88,14 @@ def _paint(image: np.ndarray, mask: np.ndarray, kind: int, rng: np.random.Random
 
 def render(rng: np.random.RandomState, size: int, void_border: float) -> Tuple[np.ndarray, np.ndarray]:
     """One scene: (H, W, 3) uint8 image, (H, W) uint8 labels."""
+    image, labels, _ = render_instances(rng, size, void_border)
+    return image, labels
+
+
+def render_instances(rng: np.random.RandomState, size: int,
+                     void_border: float) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, np.ndarray]]]:
+    """One scene as `render` makes it, with its objects in painting order: (class, mask) each,
+    the whole shape (a later object may cover part of it). The detection task's scenes."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     base = rng.uniform(60, 190, 3)
     tilt = rng.uniform(-0.3, 0.3, 2)
@@ -99,6 +107,7 @@ def render(rng: np.random.RandomState, size: int, void_border: float) -> Tuple[n
         blob = (yy - cy) ** 2 + (xx - cx) ** 2 * rng.uniform(0.3, 3) <= r ** 2
         image[blob] = 0.6 * image[blob] + 0.4 * (np.array(look[0]) + rng.normal(0, look[1], 3))
     labels = np.zeros((size, size), dtype=np.uint8)
+    instances = []
     for _ in range(rng.randint(2, 6)):
         kind = rng.randint(1, 6)
         mask = _mask(kind, yy, xx, rng, size)
@@ -106,12 +115,13 @@ def render(rng: np.random.RandomState, size: int, void_border: float) -> Tuple[n
             continue
         _paint(image, mask, kind, rng, yy, xx)
         labels[mask] = kind
+        instances.append((kind, mask))
         if rng.rand() < void_border:  # VOC marks object outlines as void
             from scipy import ndimage
 
             ring = ndimage.binary_dilation(mask, iterations=1) & ~ndimage.binary_erosion(mask, iterations=1)
             labels[ring] = IGNORE
-    return np.clip(image, 0, 255).astype(np.uint8), labels
+    return np.clip(image, 0, 255).astype(np.uint8), labels, instances
 
 
 def write_voc(root: Path, splits: Tuple[Tuple[str, int], ...], seed: int, size: int, void_border: float) -> Path:
