@@ -81,8 +81,8 @@ def compile_tree(tree: LossTree, operators: OperatorSet, inputs: Sequence[Termin
         if missing:
             raise InputError(f"loss input {missing[0]!r} was not given (given: {', '.join(values)})")
         env = dict(values)
-        if constants:
-            ref = next(iter(values.values()))
+        if constants:  # shaped like the branch's own inputs (a task may pass others beside them)
+            ref = values[variables[0]] if variables else next(iter(values.values()))
             for name, value in constants:
                 env[name] = torch.full_like(ref, value)
         return root(env)
@@ -117,6 +117,13 @@ class PythonLoss:
         return self.name
 
     @property
+    def weight(self) -> Optional[float]:
+        """The weight the function asks for in Eq. 4 (`fn.weight`), else None: the branch's.
+        A baseline that reproduces a library's own loss (torchvision's smooth L1 at weight 1
+        on a branch the paper weighs 10) says so here."""
+        return getattr(self.fn, "weight", None)
+
+    @property
     def where(self) -> str:
         """The function's import path, for messages."""
         return f"{self.fn.__module__}.{self.fn.__qualname__}"
@@ -132,6 +139,13 @@ class CompiledLoss:
         self.outputs: list = [t if isinstance(t, PythonLoss) else compile_tree(t, operators, b.inputs)
                               for t, b in zip(loss, branches)]
 
+    def weight(self, index: int) -> float:
+        """Branch `index`'s weight in Eq. 4: its own, unless a Python loss asks for another."""
+        output = self.outputs[index]
+        if isinstance(output, PythonLoss) and output.weight is not None:
+            return output.weight
+        return self.branches[index].weight
+
     def branch(self, index: int, values: Inputs, reduction: str = "mean") -> torch.Tensor:
         """The loss of one branch (unweighted)."""
         output = self.outputs[index]
@@ -146,6 +160,6 @@ class CompiledLoss:
         """Total loss from {branch name: {input name: tensor}}."""
         total = None
         for k, branch in enumerate(self.branches):
-            term = branch.weight * self.branch(k, values[branch.name], reduction)
+            term = self.weight(k) * self.branch(k, values[branch.name], reduction)
             total = term if total is None else total + term
         return total
