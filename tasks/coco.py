@@ -1,10 +1,13 @@
-"""pycocotools' COCOeval on in-memory ground truth and results, quietly (pycocotools prints;
-stdout is for JSON). Pose keypoint AP and detection / instance-segmentation AP both use it."""
+"""What the COCO-format tasks share: pycocotools' COCOeval on in-memory ground truth and
+results, quietly (pycocotools prints; stdout is for JSON), and writing an annotation file.
+Pose keypoint AP and detection / instance-segmentation AP both use them."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
+from pathlib import Path
 from typing import Dict, List
 
 
@@ -25,3 +28,13 @@ def coco_stats(ground_truth: Dict, results: List[Dict], iou_type: str) -> List[f
         ev.accumulate()
         ev.summarize()
     return [float(s) for s in ev.stats]
+
+
+def write_annotations(path: Path, images: List[Dict], annotations: List[Dict], categories: List[Dict]) -> Path:
+    """A COCO annotation file, written beside and renamed into place: it appears last, so a
+    generated split is complete once its file exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    tmp.replace(path)
+    return path

@@ -14,13 +14,13 @@ cannot see).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 from PIL import Image
 
+from tasks.coco import write_annotations
 from tasks.seg.synthetic import CLASSES, render_instances
 
 CATEGORIES = [{"id": k, "name": name, "supercategory": "shape"} for k, name in enumerate(CLASSES) if k]
@@ -71,11 +71,7 @@ def write_split(root: Path, split: str, n: int, seed: int, size: int) -> Path:
         images.append({"id": k + 1, "file_name": name, "width": size, "height": size})
         annotations += annotate(instances, len(annotations) + 1, k + 1)
     path = root / "annotations" / f"instances_{split}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
-    tmp.replace(path)  # the json appears last: a complete split is one whose json exists
-    return path
+    return write_annotations(path, images, annotations, CATEGORIES)
 
 
 def ensure_dataset(root: Path, sizes: Dict[str, int], seed: int, size: int) -> Path:

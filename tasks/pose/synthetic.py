@@ -18,6 +18,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from tasks.coco import write_annotations
 from tasks.pose.keypoints import CATEGORY, K
 
 # keypoint indices
@@ -149,11 +150,7 @@ def write_split(root: Path, split: str, n: int, seed: int, size: int) -> Path:
         images.append({"id": k + 1, "file_name": name, "width": size, "height": size})
         annotations.append({"id": k + 1, "image_id": k + 1, "category_id": 1, "iscrowd": 0, **ann})
     path = root / "annotations" / f"person_keypoints_{split}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [CATEGORY]}))
-    tmp.replace(path)  # the json appears last: a complete split is one whose json exists
-    return path
+    return write_annotations(path, images, annotations, [CATEGORY])
 
 
 def ensure_dataset(root: Path, n_train: int, n_val: int, seed: int, size: int,
