@@ -9,8 +9,9 @@ protocol scores each probe image by the target metric of that image alone.
 
 Data: built-in synthetic scenes (tasks/seg/synthetic.py, written once into a cache directory
 in the Pascal VOC layout), or `data_root` naming a VOC-layout directory, read by the same
-loader. Splits: `train`, `val` (the search's score) and `test` (only `gp-losses retrain`
-scores it).
+loader; decoded once and held in memory, or with `loader: stream` read through a DataLoader
+(the paper config; a seed draws the same batches either way). Splits: `train`, `val` (the
+search's score) and `test` (only `gp-losses retrain` scores it).
 """
 
 from __future__ import annotations
