@@ -93,14 +93,6 @@ class LossRPN(RegionProposalNetwork):
 
     branch_loss: Optional[LossFn] = None
 
-    @classmethod
-    def wrap(cls, rpn: RegionProposalNetwork, branch_loss: LossFn) -> "LossRPN":
-        """The same module (parameters, anchors, sampler shared), with this class's losses."""
-        new = cls.__new__(cls)
-        new.__dict__.update(rpn.__dict__)
-        new.branch_loss = branch_loss
-        return new
-
     def assign_targets_to_anchors(self, anchors, targets):
         labels, matched_gt_boxes = super().assign_targets_to_anchors(anchors, targets)
         self._matched = (anchors, matched_gt_boxes)
@@ -130,13 +122,6 @@ class LossRoIHeads(RoIHeads):
     replaced in the dict it returns."""
 
     branch_loss: Optional[LossFn] = None
-
-    @classmethod
-    def wrap(cls, heads: RoIHeads, branch_loss: LossFn) -> "LossRoIHeads":
-        new = cls.__new__(cls)
-        new.__dict__.update(heads.__dict__)
-        new.branch_loss = branch_loss
-        return new
 
     def select_training_samples(self, proposals, targets):
         proposals, matched_idxs, labels, regression_targets = super().select_training_samples(proposals, targets)
@@ -196,8 +181,17 @@ class LossRoIHeads(RoIHeads):
         return self.branch_loss("mask", two_classes(torch.cat(logits, dim=0), torch.cat(masks, dim=0)))
 
 
+def _wrap(cls, module: torch.nn.Module, branch_loss: LossFn) -> torch.nn.Module:
+    """`module` as an instance of its subclass `cls`: the same parameters, buffers and
+    settings (shared, not copied), with `branch_loss` for its losses."""
+    new = cls.__new__(cls)
+    new.__dict__.update(module.__dict__)
+    new.branch_loss = branch_loss
+    return new
+
+
 def use_losses(model: torch.nn.Module, branch_loss: LossFn) -> torch.nn.Module:
     """Give a torchvision Faster R-CNN or Mask R-CNN (any backbone) these losses, in place."""
-    model.rpn = LossRPN.wrap(model.rpn, branch_loss)
-    model.roi_heads = LossRoIHeads.wrap(model.roi_heads, branch_loss)
+    model.rpn = _wrap(LossRPN, model.rpn, branch_loss)
+    model.roi_heads = _wrap(LossRoIHeads, model.roi_heads, branch_loss)
     return model
