@@ -10,6 +10,8 @@ Tasks are deterministic: the same seed gives the same probe and the same proxy r
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple
 
@@ -76,6 +78,9 @@ class Task:
     """The task's data splits. `train` trains the proxy network and gives the probe samples;
     `val` scores a search's evaluations; a task that lists `test` can score held-out data that
     no search has seen (`gp-losses retrain`), with `Task(..., split="test")`."""
+    fixed: ClassVar[Dict[str, str]] = {}
+    """Branches left out of the search (`search.branches`) and the expressions they train
+    with, set by gp_losses.context.partial_task; {} when every branch is searched."""
     loss_inputs_doc: ClassVar[Dict[str, str]] = {}
     """For each branch, how the task maps network outputs and targets to the loss inputs
     (softmax, one-hot, masks), in words: an exported loss's docstring repeats it."""
@@ -134,3 +139,12 @@ class Task:
     # --- helpers ------------------------------------------------------------------------
     def branch_names(self) -> Tuple[str, ...]:
         return tuple(b.name for b in self.branches)
+
+
+def schedule_length(options: Any, samples: int) -> int:
+    """A proxy's training iterations: `options.epochs` passes over `samples` training samples
+    in batches of `options.batch_size` when epochs > 0, else `options.iterations`."""
+    if options.epochs > 0:
+        return max(1, math.ceil(options.epochs * samples / options.batch_size))
+    return options.iterations
+

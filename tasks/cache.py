@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import os
 from pathlib import Path
+from typing import Callable
 
 
 def default_cache() -> Path:
@@ -26,3 +27,16 @@ def locked(path: Path):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def dataset_root(options, name: str, write: Callable[[Path], object]) -> Path:
+    """Where a task reads its data: `options.data_root` when one is given; else the built-in
+    synthetic data's directory `name` (which names what shaped the data) in `options.cache_dir`
+    or the default cache, written there once by `write(root)` under a lock."""
+    if options.data_root:
+        return Path(options.data_root)
+    cache = Path(options.cache_dir) if options.cache_dir else default_cache()
+    root = cache / name
+    with locked(cache / f".{name}.lock"):
+        write(root)
+    return root

@@ -26,8 +26,8 @@ from gp_losses.config import option
 from gp_losses.errors import InputError
 from gp_losses.trees import Branch
 from primitives import ONE, Y, YHAT_REAL
-from tasks.base import LossFn, Probe, Task, TrainResult
-from tasks.cache import default_cache, locked
+from tasks.base import LossFn, Probe, Task, TrainResult, schedule_length
+from tasks.cache import dataset_root
 from tasks.pose import data as pose_data
 from tasks.pose import metric as pose_metric
 from tasks.pose.model import build_model
@@ -97,18 +97,14 @@ class PoseTask(Task):
 
     # --- data ----------------------------------------------------------------------------
     def _root(self) -> Path:
-        opt = self.options
-        if opt.data_root:
-            return Path(opt.data_root)
         from tasks.pose.synthetic import ensure_dataset
 
-        cache = Path(opt.cache_dir) if opt.cache_dir else default_cache()
-        root = cache / (f"pose-synthetic-v1-{opt.synthetic_train}-{opt.synthetic_val}-"
-                        f"{opt.synthetic_seed}-{opt.synthetic_size}")
-        with locked(cache / f".{root.name}.lock"):
-            ensure_dataset(root, opt.synthetic_train, opt.synthetic_val, opt.synthetic_seed,
-                           opt.synthetic_size, opt.synthetic_test)
-        return root
+        opt = self.options
+        name = (f"pose-synthetic-v1-{opt.synthetic_train}-{opt.synthetic_val}-"
+                f"{opt.synthetic_seed}-{opt.synthetic_size}")
+        return dataset_root(opt, name, lambda root: ensure_dataset(root, opt.synthetic_train, opt.synthetic_val,
+                                                                   opt.synthetic_seed, opt.synthetic_size,
+                                                                   opt.synthetic_test))
 
     def setup(self) -> None:
         opt = self.options
@@ -188,11 +184,8 @@ class PoseTask(Task):
         return torch.tensor(values, dtype=torch.float32)
 
     def iterations(self) -> int:
-        opt = self.options
-        if opt.epochs > 0:
-            size = len(self.train_set.images) if self.train_set is not None else len(self.train_crops)
-            return max(1, math.ceil(opt.epochs * size / opt.batch_size))
-        return opt.iterations
+        size = len(self.train_set.images) if self.train_set is not None else len(self.train_crops)
+        return schedule_length(self.options, size)
 
     def _batches(self, seed: int, total: int):
         """`total` training batches (images, heatmaps, weights) drawn with `seed`."""

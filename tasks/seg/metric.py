@@ -87,6 +87,13 @@ def trimap(label: np.ndarray, band: float) -> np.ndarray:
     return near(boundary(label), band)
 
 
+def boundary_targets(label: np.ndarray, band: float) -> np.ndarray:
+    """The paper's targets for the boundary metrics (Appendix A.1): a label map whose pixels
+    within `band` pixels of a class boundary (`trimap`) keep their class and whose other
+    labelled pixels become background (0); pixels labelled 255 stay 255."""
+    return np.where(trimap(label, band) | (label == IGNORE), label, 0)
+
+
 def image_bf1(pred: np.ndarray, label: np.ndarray, classes: int, tolerance: float) -> Optional[float]:
     """BF1 of one image: mean over the classes in its ground truth or prediction of the
     boundary F1 (None when the image has no labelled pixel)."""

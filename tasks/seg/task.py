@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,8 +29,8 @@ from gp_losses.config import option
 from gp_losses.errors import InputError
 from gp_losses.trees import Branch
 from primitives import CLASSIFICATION_INPUTS
-from tasks.base import LossFn, Probe, Task, TrainResult
-from tasks.cache import default_cache, locked
+from tasks.base import LossFn, Probe, Task, TrainResult, schedule_length
+from tasks.cache import dataset_root
 from tasks.seg import data as seg_data
 from tasks.seg import losses as seg_losses
 from tasks.seg import metric as seg_metric
@@ -57,7 +58,9 @@ class SegTask(Task):
     splits = ("train", "val", "test")
     loss_inputs_doc = {"seg": "yhat = softmax(logits, dim=1) * m and y = one_hot(labels, C) * m, both "
                               "(N, C, H, W), where m is 1 on labelled pixels and 0 on those labelled "
-                              "255 (m = (labels != 255)[:, None])"}
+                              "255 (m = (labels != 255)[:, None]); with task.options.targets: boundary "
+                              "(a search for BIoU or BF1), y is made from the boundary targets "
+                              "tasks.seg.metric.boundary_targets(labels, band) instead"}
 
     @dataclass(frozen=True)
     class Options:
@@ -76,6 +79,11 @@ class SegTask(Task):
         size: int = option(96, 16, help="side of the network input (images are resized to it)")
         band: float = option(5.0, 0, lo_open=True, help="BIoU band, pixels at 512 px (scaled to size)")
         tolerance: float = option(0.0075, 0, lo_open=True, help="BF1 tolerance, share of the image diagonal")
+        targets: str = option("region", choices=("region", "boundary"),
+                              help="what y holds: the label maps, or (the paper's for BIoU and BF1) "
+                                   "only their pixels within target_band of a class boundary")
+        target_band: float = option(5.0, 0, lo_open=True,
+                                    help="boundary targets' band, pixels at 512 px (scaled to size)")
         model: str = option("small", choices=("small", "deeplabv3_resnet50"))
         width: int = option(16, 2, help="channels of the small model's first layer")
         weights_file: str = ""         # local weights for deeplabv3_resnet50
@@ -105,15 +113,11 @@ class SegTask(Task):
 
     def _root(self) -> Path:
         opt = self.options
-        if opt.data_root:
-            return Path(opt.data_root)
-        cache = Path(opt.cache_dir) if opt.cache_dir else default_cache()
-        root = cache / (f"seg-synthetic-v1-{opt.synthetic_train}-{opt.synthetic_val}-{opt.synthetic_test}-"
-                        f"{opt.synthetic_seed}-{opt.synthetic_size}-{opt.void_border:g}")
+        name = (f"seg-synthetic-v1-{opt.synthetic_train}-{opt.synthetic_val}-{opt.synthetic_test}-"
+                f"{opt.synthetic_seed}-{opt.synthetic_size}-{opt.void_border:g}")
         splits = (("train", opt.synthetic_train), ("val", opt.synthetic_val), ("test", opt.synthetic_test))
-        with locked(cache / f".{root.name}.lock"):
-            write_voc(root, splits, opt.synthetic_seed, opt.synthetic_size, opt.void_border)
-        return root
+        return dataset_root(opt, name, lambda root: write_voc(root, splits, opt.synthetic_seed,
+                                                              opt.synthetic_size, opt.void_border))
 
     def setup(self) -> None:
         opt = self.options
@@ -122,14 +126,24 @@ class SegTask(Task):
         train_limit, eval_limit = opt.train_limit or None, opt.val_limit or None
         self.train_data = seg_data.VocSegmentation(root, opt.train_split, opt.size, train_limit)
         self.eval_data = seg_data.VocSegmentation(root, self.scored_split, opt.size, eval_limit)
-        self.x_train = self.y_train = self.x_eval = self.y_eval = None
+        self.band = opt.band * opt.size / FULL_RESOLUTION
+        self.tolerance = opt.tolerance * opt.size * math.sqrt(2)
+        self.target_band = opt.target_band * opt.size / FULL_RESOLUTION
+        self.x_train = self.y_train = self.t_train = self.x_eval = self.y_eval = None
         if opt.loader == "memory":
             self.x_train, self.y_train = seg_data.load_split(root, opt.train_split, opt.size, train_limit)
             self.x_eval, self.y_eval = seg_data.load_split(root, self.scored_split, opt.size, eval_limit)
             self._check_labels(self.y_train, opt.train_split, whole=True)
             self._check_labels(self.y_eval, self.scored_split, whole=True)
-        self.band = opt.band * opt.size / FULL_RESOLUTION
-        self.tolerance = opt.tolerance * opt.size * math.sqrt(2)
+            self.t_train = self._targets(self.y_train)  # precomputed once, as the paper's
+
+    def _targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """The label maps the loss's `y` is made from: `labels` themselves, or their boundary
+        targets (`targets: boundary`)."""
+        if self.options.targets == "region":
+            return labels
+        return torch.from_numpy(np.stack([seg_metric.boundary_targets(label, self.target_band)
+                                          for label in labels.numpy()]))
 
     def _check_labels(self, labels: torch.Tensor, split: str, whole: bool = False) -> None:
         """InputError for a label the task has no class for, or (`whole`: a whole split) for
@@ -142,15 +156,16 @@ class SegTask(Task):
             raise InputError(f"segmentation data: split {split!r} has no labelled pixel (all are 255)")
 
     def _train_batches(self, draws: seg_data.Draws):
-        """(images, labels) of each batch of `draws`, from memory or through a DataLoader."""
+        """(images, labels, targets) of each batch of `draws`, from memory or through a
+        DataLoader; `targets` are the label maps `y` is made from (`_targets`)."""
         opt = self.options
         if self.x_train is not None:
             for index in draws:
-                yield self.x_train[index], self.y_train[index]
+                yield self.x_train[index], self.y_train[index], self.t_train[index]
             return
         for images, labels in self._loader(self.train_data, batch_sampler=draws):
             self._check_labels(labels, opt.train_split)
-            yield images, labels
+            yield images, labels, self._targets(labels)
 
     def _eval_batches(self):
         opt = self.options
@@ -181,13 +196,15 @@ class SegTask(Task):
         self.ensure_setup()
         gen = torch.Generator().manual_seed(seed)
         index = torch.randperm(len(self.train_data), generator=gen)[:n].tolist()
-        (images, labels), = self._train_batches([index])
+        (images, labels, targets), = self._train_batches([index])
         net = self._network(seed).eval()
         with torch.no_grad():
             logits = net(images.to(self.device))
         labels = labels.to(self.device)
         ideal = 10.0 * F.one_hot(labels.clamp(max=self.classes - 1), self.classes).permute(0, 3, 1, 2).float()
-        return Probe(outputs={"seg": logits}, targets={"seg": labels}, ideal={"seg": ideal})
+        # "seg": what the loss's y is made from; "labels": what the metric scores against
+        return Probe(outputs={"seg": logits}, targets={"seg": targets.to(self.device), "labels": labels},
+                     ideal={"seg": ideal})
 
     def loss_inputs(self, branch: str, outputs: torch.Tensor, targets: Any) -> Dict[str, torch.Tensor]:
         labels = targets.to(outputs.device)
@@ -197,16 +214,13 @@ class SegTask(Task):
 
     def probe_metric(self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, Any]) -> torch.Tensor:
         pred = outputs["seg"].argmax(dim=1).cpu().numpy()
-        labels = targets["seg"].cpu().numpy()
+        labels = targets["labels"].cpu().numpy()
         return torch.tensor([seg_metric.per_image(p, t, self.metric, self.classes, self.band, self.tolerance)
                              for p, t in zip(pred, labels)], dtype=torch.float32)
 
     # --- the proxy -----------------------------------------------------------------------
     def iterations(self) -> int:
-        opt = self.options
-        if opt.epochs > 0:
-            return max(1, math.ceil(opt.epochs * len(self.train_data) / opt.batch_size))
-        return opt.iterations
+        return schedule_length(self.options, len(self.train_data))
 
     def train(self, loss: LossFn, seed: int) -> TrainResult:
         self.ensure_setup()
@@ -224,9 +238,9 @@ class SegTask(Task):
             floor = min(opt.min_lr / opt.lr, 1.0)
             sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda i: floor + (1 - floor) * (1 - i / total) ** 0.9)
         draws = seg_data.Draws(len(self.train_data), total, opt.batch_size, seed)
-        for images, labels in self._train_batches(draws):
+        for images, _, targets in self._train_batches(draws):
             logits = net(images.to(self.device))
-            value = loss({"seg": self.loss_inputs("seg", logits, labels)})
+            value = loss({"seg": self.loss_inputs("seg", logits, targets)})
             optim.zero_grad()
             value.backward()
             optim.step()

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,7 +122,6 @@ def test_a_split_with_no_labelled_pixel_is_refused(tmp_path):
 
 def _voc_fixture(root, splits):
     """A VOC-layout directory of 21-class palette labels (with 255 outlines), written here."""
-    import numpy as np
     from PIL import Image
 
     from tasks.seg.synthetic import voc_palette
@@ -194,6 +194,36 @@ def test_streamed_data_trains_exactly_as_data_in_memory(tmp_path):
     few = SegTask(replace(stream.options, classes=3))
     with pytest.raises(InputError, match="has label .* but the task has 3 classes"):
         few.train(loss, 0)
+
+
+def test_boundary_targets_make_y_and_the_metric_scores_the_labels(tmp_path):
+    """`targets: boundary` (the paper's for BIoU and BF1): y is one-hot of the boundary
+    targets, in memory and streamed alike, while the protocol and the evaluation score the
+    label maps themselves."""
+    from dataclasses import replace
+
+    from gp_losses.evaluate import proxy_evaluate
+    from gp_losses.space import SearchSpace
+    from tasks.seg import SegTask
+    from tasks.seg.metric import boundary_targets
+
+    _voc_fixture(tmp_path / "voc", {"train": 6, "val": 3})
+    memory = SegTask(SegTask.Options(data_root=str(tmp_path / "voc"), size=32, iterations=3, batch_size=2,
+                                     width=4, eval_batch=2, targets="boundary", target_band=40))
+    probe = memory.probe(3, 0)
+    labels, targets = probe.targets["labels"], probe.targets["seg"]
+    assert torch.equal(targets, torch.from_numpy(np.stack([boundary_targets(x, memory.target_band)
+                                                            for x in labels.numpy()])))
+    assert (targets == 0).sum() > (labels == 0).sum()  # object insides became background
+    ideal = {"seg": probe.ideal["seg"]}
+    assert (memory.probe_metric(ideal, probe.targets) == 1).all()
+    stream = SegTask(replace(memory.options, loader="stream"))
+    space = SearchSpace(SegTask.branches, python_losses=SegTask.python_losses)
+    loss = space.compile(space.parse(SegTask.baselines["ce"]["seg"]))
+    a, b = (proxy_evaluate(t, loss, 1, 300) for t in (memory, stream))
+    assert a["status"] == b["status"] == "ok" and a["metrics"] == b["metrics"]
+    region = proxy_evaluate(SegTask(replace(memory.options, targets="region")), loss, 1, 300)
+    assert region["metrics"] != a["metrics"]
 
 
 @pytest.mark.parametrize("metric", ["fwiou", "gacc", "macc", "biou", "bf1"])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, jaccard_score
 
-from tasks.seg.metric import IGNORE, METRICS, SegScores, boundary, per_image, scores, trimap
+from tasks.seg.metric import IGNORE, METRICS, SegScores, boundary, boundary_targets, per_image, scores, trimap
 
 X = IGNORE
 
@@ -78,6 +78,19 @@ def test_the_boundary_of_a_square_is_its_outline_and_the_ring_outside_it():
     edge = boundary(square(0, size=10, side=4, at=3))
     assert edge.sum() == 4 * 4 - 2 * 2 + 6 * 6 - 4 * 4  # 12 inside pixels + 20 outside
     assert not boundary(np.zeros((5, 5), int)).any()
+
+
+def test_boundary_targets_keep_the_band_around_class_boundaries_and_make_the_rest_background():
+    label = square(0, size=10, side=4, at=3) * 2  # class 2 on rows and columns 3..6
+    label[0, 0] = IGNORE
+    targets = boundary_targets(label, 0.5)  # the band: the boundary pixels themselves
+    expected = np.zeros((10, 10), int)
+    expected[3:7, 3:7] = 2
+    expected[4:6, 4:6] = 0  # the square's inside, more than 0.5 px from its edge
+    expected[0, 0] = IGNORE  # an ignored pixel stays ignored; its edge keeps its neighbours
+    assert (targets == expected).all()
+    wide = boundary_targets(label, 1.0)  # 1 px further: the whole 4 x 4 square is within it
+    assert (wide[3:7, 3:7] == 2).all() and wide.sum() == 16 * 2 + IGNORE
 
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
