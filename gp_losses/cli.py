@@ -190,8 +190,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = device_for(context.config.proxy.device, 0, torch.cuda.device_count())
     result = proxy_evaluate(context.make_task(device), loss, args.seed,
                             context.config.proxy.timeout_s, context.config.search.stop_invalid)
+    fixed = {"fixed": context.task_cls.fixed} if context.task_cls.fixed else {}  # search.branches left out
     print(json.dumps({"task": context.task_cls.name, "metric": context.metric, "seed": args.seed,
-                      "loss": exprs, "device": device, **result}, indent=2))
+                      "loss": exprs, **fixed, "device": device, **result}, indent=2))
     return 0
 
 
@@ -210,6 +211,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     import csv
     from pathlib import Path
 
+    from gp_losses.outcomes import branch_counts
     from gp_losses.rundir import RunDir
 
     run = RunDir(Path(args.run_dir))
@@ -225,9 +227,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         with open(run.path / "logbook.csv") as fh:
             rows = list(csv.DictReader(fh))
         last = {k: _number(v) for k, v in rows[-1].items()} if rows else {}
+    records = []
+    if (run.path / "evaluations.jsonl").is_file():
+        with open(run.path / "evaluations.jsonl") as fh:
+            records = [json.loads(line) for line in fh if line.strip()]
     print(json.dumps({"run_dir": str(run.path), "status": run.owned_status(),
                       "hall_of_fame": read_json("hall_of_fame.json", [])[:args.top],
-                      "baselines": read_json("baselines.json", {}), "last_batch": last}, indent=2))
+                      "baselines": read_json("baselines.json", {}), "last_batch": last,
+                      "branches": branch_counts(records)}, indent=2))
     return 0
 
 

@@ -59,6 +59,11 @@ class SearchConfig:
     height_limit: int = option(17, 1, 90)
     operators: Tuple[str, ...] = ()
     """Extra operators, `package.module:NAME`, added to Table 1."""
+    branches: Tuple[str, ...] = ()
+    """The loss branches searched; () = all. The others are trained with `fixed`'s, unchanged
+    (paper Table 4: the two Fast R-CNN branches searched, the RPN's at CE and L1)."""
+    fixed: str = ""
+    """The baseline whose losses the branches left out of `branches` take; "": the task's first."""
     rejection: bool = True
     equivalence: bool = True
     stop_invalid: bool = True
@@ -87,6 +92,11 @@ class ProtocolConfig:
 
     samples: int = option(5, 1, help="B, probe samples")
     eta: float = option(0.6, help="rejection threshold on the gain")
+    relative_gain: bool = False
+    """Measure the gain as a share of the room left, g / mean(1 - metric(initial outputs)),
+    not in the metric's own units (Eq. 5). Not in the paper: for a branch whose initial
+    outputs already score well (detection's box branches, whose positive proposals overlap
+    their boxes by IoU 0.5 or more), where no loss could gain eta in absolute terms."""
     lr: float = option(1e-3, 0, lo_open=True)
     momentum: float = option(0.9, 0, 1)
     steps: int = option(500, 1)

@@ -59,6 +59,46 @@ def load_run_config(task: Optional[str], path: Optional[str], overrides: Sequenc
     return config
 
 
+def partial_task(task_cls: Type[Any], searched: Sequence[str], fixed: str) -> Type[Any]:
+    """`task_cls` with only the `searched` branches (all, if none are named): a subclass whose
+    `branches`, `baselines` and `python_losses` are those of the searched branches, and whose
+    training adds the other branches' losses from baseline `fixed` (the task's first if "").
+    The protocol checks the searched branches with the others at their ideal outputs."""
+    names = [b.name for b in task_cls.branches]
+    unknown = [b for b in searched if b not in names]
+    if unknown:
+        raise ConfigError(f"search.branches: task {task_cls.name!r} has no branch {unknown[0]!r}"
+                          + did_you_mean(unknown[0], names) + f"; branches: {', '.join(names)}")
+    if len(set(searched)) != len(searched):
+        raise ConfigError(f"search.branches: a branch is named twice in {list(searched)}")
+    baseline = fixed or next(iter(task_cls.baselines), "")
+    if baseline not in task_cls.baselines:
+        raise ConfigError(f"search.fixed: task {task_cls.name!r} has no baseline {baseline!r}"
+                          + did_you_mean(baseline, list(task_cls.baselines))
+                          + f"; baselines: {', '.join(task_cls.baselines)}")
+    keep = [b for b in task_cls.branches if not searched or b.name in searched]
+    if len(keep) == len(names):
+        return task_cls
+    held = [b for b in task_cls.branches if b not in keep]
+    held_space = SearchSpace(held, python_losses=task_cls.python_losses)
+    held_loss = held_space.compile(held_space.parse({b.name: task_cls.baselines[baseline][b.name] for b in held}))
+    kept = {b.name for b in keep}
+
+    def train(self, loss, seed):
+        def total(values):  # Eq. 4 over all branches: the searched ones', then the fixed ones'
+            return loss({k: v for k, v in values.items() if k in kept}) + held_loss(values)
+        return task_cls.train(self, total, seed)
+
+    return type(task_cls.__name__, (task_cls,), {
+        "__module__": task_cls.__module__, "__doc__": task_cls.__doc__,
+        "branches": tuple(keep), "train": train,
+        "fixed": {b.name: task_cls.baselines[baseline][b.name] for b in held},
+        "baselines": {name: {k: v for k, v in exprs.items() if k in kept}
+                      for name, exprs in task_cls.baselines.items()},
+        "python_losses": {k: v for k, v in task_cls.python_losses.items() if k in kept},
+        "loss_inputs_doc": {k: v for k, v in task_cls.loss_inputs_doc.items() if k in kept}})
+
+
 @dataclass
 class Context:
     config: RunConfig
@@ -96,6 +136,8 @@ def build_context(config: RunConfig) -> Context:
                           + did_you_mean(unknown[0], list(task_cls.baselines))
                           + f"; baselines: {', '.join(task_cls.baselines)}")
     search = config.search
+    if search.branches or search.fixed:
+        task_cls = partial_task(task_cls, search.branches, search.fixed)
     if search.depth > search.height_limit:
         raise ConfigError(f"search.depth: {search.depth} is over search.height_limit {search.height_limit}")
     try:

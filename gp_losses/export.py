@@ -77,7 +77,9 @@ def to_source(space: SearchSpace, loss: Loss, header: str = "",
         args = ", ".join(f"{t.name}=..." for t in branch.inputs if t.constant is None)
         doc.append(f"    criterion = {class_name}()\n    loss = criterion({args})\n    loss.backward()")
     else:
-        doc.append(f"    criterion = {class_name}()\n    loss = criterion({{branch: {{input: tensor}}}}, ...)")
+        doc.append(f"    criterion = {class_name}()\n    loss = criterion({{branch: {{input: tensor}}}}, ...)\n"
+                   "    # or one branch at a time: criterion.branch_loss(name, {input: tensor}); for a\n"
+                   "    # torchvision Faster / Mask R-CNN: tasks.det.heads.use_losses(model, criterion.branch_loss)")
     doc += ["", f"Written by gp-losses {__version__}; needs only torch."]
     lines = ['"""' + "\n".join(doc).replace('"""', "'''").rstrip() + '\n"""', "",
              "import torch", "import torch.nn.functional as F", "", "EPS = 1e-12", ""]
@@ -104,18 +106,22 @@ def to_source(space: SearchSpace, loss: Loss, header: str = "",
     lines += ["    @staticmethod", "    def reduce(o):", '        """Eq. 3: sum(o) / (N * H * W)."""',
               "        if o.dim() != 4:",
               '            raise ValueError(f"loss inputs must be (N, C, H, W) tensors, got shape {tuple(o.shape)}")',
-              "        n, _, h, w = o.shape", "        return o.sum() / (n * h * w)", ""]
+              "        n, _, h, w = o.shape", "        return o.sum() / max(n * h * w, 1)  # no sample: 0", ""]
     if single:
         (branch,) = space.branches
         variables = [t.name for t in branch.inputs if t.constant is None]
         lines += [f"    def forward(self, {', '.join(variables)}):",
                   f"        return self.reduce(self.branch_{branch.name}({', '.join(variables)}))"]
     else:
-        lines += ["    def forward(self, inputs):",
+        lines += ["    def branch_loss(self, name, inputs):",
+                  '        """weight * loss of branch `name` from {input name: tensor} (other inputs ignored)."""',
+                  "        branch = getattr(self, 'branch_' + name)",
+                  "        return self.WEIGHTS[name] * self.reduce(branch(**{k: inputs[k] for k in self.INPUTS[name]}))",
+                  "",
+                  "    def forward(self, inputs):",
                   '        """inputs: {branch name: {input name: (N, C, H, W) tensor}}."""',
-                  "        total = 0.0", "        for name, weight in self.WEIGHTS.items():",
-                  "            branch = getattr(self, 'branch_' + name)",
-                  "            total = total + weight * self.reduce(branch(**inputs[name]))",
+                  "        total = 0.0", "        for name in self.WEIGHTS:",
+                  "            total = total + self.branch_loss(name, inputs[name])",
                   "        return total"]
     return "\n".join(_tidy(lines)) + "\n"
 

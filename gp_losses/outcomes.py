@@ -83,3 +83,29 @@ class FailureWatch:
         raise RunFailed(f"{len(failures)} of the last {len(window)} {self.KINDS[kind]} failed (more "
                         f"than search.max_failed_share = {self.share:g}); the most frequent error "
                         f"({count}x): {message}")
+
+
+def branch_counts(records) -> Dict[str, Dict[str, Any]]:
+    """Per loss branch, from a run's evaluations.jsonl records: the candidates `explored`,
+    those that `passed` (the new trees of the individuals made: an offspring's copied branch
+    is not a candidate) and those `rejected`, by reason."""
+    out: Dict[str, Dict[str, Any]] = {}
+
+    def entry(name: str) -> Dict[str, Any]:
+        return out.setdefault(name, {"explored": 0, "passed": 0, "rejected": {}})
+
+    for record in records:
+        if "branch" in record:  # a rejected candidate
+            e = entry(record["branch"])
+            e["rejected"][record["reason"]] = e["rejected"].get(record["reason"], 0) + 1
+            e["explored"] += 1
+        elif isinstance(record.get("expr"), dict):  # an individual: each new tree passed
+            for name, origin in zip(record["expr"], record.get("origin") or [{}] * len(record["expr"])):
+                e = entry(name)
+                if origin.get("op") != "copy":
+                    e["passed"] += 1
+                    e["explored"] += 1
+    for e in out.values():
+        e["rejected"] = {r: e["rejected"][r] for r in REASONS if r in e["rejected"]}
+    return out
+

@@ -6,7 +6,8 @@ For one branch tree, in order, stopping at the first decision:
    both, has a gradient that ignores the target. Rejected without running.
 2. the protocol: the B probe outputs of the branch are optimized directly with the candidate
    (SGD with momentum, summed loss, Appendix A); the other branches sit at their targets.
-   g = mean over samples of metric(after) - metric(before); reject if g < eta.
+   g = mean over samples of metric(after) - metric(before); reject if g < eta. With
+   `relative_gain` (not in the paper), g is divided by the mean of 1 - metric(before).
    Exact early decisions: a non-finite loss rejects at once (a non-finite gradient makes the
    next loss or the outputs non-finite; the outputs are checked at every gain check and at
    the end); an all-zero gradient at step 0 rejects (nothing can move). With `early_exit`, a check every
@@ -125,9 +126,10 @@ class Protocol:
         self.probe = self.task.probe(self.config.samples, self.config.seed)
 
     def _outputs_with(self, index: int, z: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """All branches at their targets (`ideal`), except branch `index` at z."""
+        """All branches at their targets (`ideal`; those not searched too), except branch
+        `index` at z."""
         name = self.branches[index].name
-        outputs = dict(self.probe.ideal) if len(self.branches) > 1 else {}
+        outputs = dict(self.probe.ideal)
         outputs[name] = z
         return outputs
 
@@ -147,10 +149,17 @@ class Protocol:
             return self.task.probe_metric(self._outputs_with(index, z), self.probe.targets)
 
     def gain(self, index: int, z: torch.Tensor) -> float:
-        """Eq. 5: mean over probe samples of metric(z) - metric(initial outputs)."""
+        """Eq. 5: mean over probe samples of metric(z) - metric(initial outputs); with
+        `relative_gain`, divided by the mean room left, 1 - metric(initial outputs) (0 where
+        there is none: a branch whose probe is already perfect teaches nothing)."""
         if index not in self._base:
             self._base[index] = self._metric(index, self.probe.outputs[self.branches[index].name])
-        return float((self._metric(index, z) - self._base[index]).double().mean())
+        base = self._base[index].double()
+        gain = float((self._metric(index, z).double() - base).mean())
+        if self.config.relative_gain:
+            room = float((1 - base).mean())
+            return gain / room if room > 1e-9 else 0.0
+        return gain
 
     def check(self, index: int, tree: LossTree, optimize: bool = True,
               static: bool = True) -> ProtocolResult:

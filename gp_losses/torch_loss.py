@@ -91,7 +91,8 @@ def compile_tree(tree: LossTree, operators: OperatorSet, inputs: Sequence[Termin
 
 
 def reduce_output(o: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Branch loss from o: sum(o) / (N·H·W) for "mean" (Eq. 3), sum(o) for "sum"."""
+    """Branch loss from o: sum(o) / (N·H·W) for "mean" (Eq. 3), sum(o) for "sum"; 0 for an
+    empty o (N = 0: a detection batch without a positive sample for a box branch)."""
     if o.dim() != 4:
         raise InputError(f"loss inputs must be (N, C, H, W) tensors, got shape {tuple(o.shape)}")
     total = o.sum()
@@ -99,7 +100,7 @@ def reduce_output(o: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         return total
     if reduction == "mean":
         n, _, h, w = o.shape
-        return total / (n * h * w)
+        return total / max(n * h * w, 1)  # no sample (a batch without positive boxes): 0, as torchvision's
     raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
 
 

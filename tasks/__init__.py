@@ -9,12 +9,16 @@ from __future__ import annotations
 from gp_losses.registry import Registry
 from tasks.base import Probe, Task, TrainResult
 from tasks.cls import DigitsTask
+from tasks.det import DetTask
+from tasks.ins import InsTask
 from tasks.pose import PoseTask
 from tasks.seg import SegTask
 
 TASKS: Registry = Registry("task")
 TASKS.register("cls", DigitsTask)
+TASKS.register("det", DetTask)
+TASKS.register("ins", InsTask)
 TASKS.register("pose", PoseTask)
 TASKS.register("seg", SegTask)
 
-__all__ = ["TASKS", "Task", "Probe", "TrainResult", "DigitsTask", "PoseTask", "SegTask"]
+__all__ = ["TASKS", "Task", "Probe", "TrainResult", "DigitsTask", "DetTask", "InsTask", "PoseTask", "SegTask"]

@@ -46,3 +46,28 @@ def tiny_seg(tmp_path_factory):
                                    synthetic_size=48, size=48, iterations=6, batch_size=4, width=4))
     task.ensure_setup()
     return task
+
+
+def _tiny_det(cls, tmp_path_factory):
+    cache = tmp_path_factory.mktemp(f"{cls.name}-cache")
+    task = cls(cls.Options(cache_dir=str(cache), synthetic_train=16, synthetic_val=6, synthetic_test=6,
+                           synthetic_size=64, size=64, iterations=4, batch_size=2, width=4, warmup=2,
+                           rpn_batch=32, roi_batch=32))
+    task.ensure_setup()
+    return task
+
+
+@pytest.fixture(scope="session")
+def tiny_det(tmp_path_factory):
+    """The det task on 16 training, 6 validation and 6 test synthetic scenes at 64 px."""
+    from tasks.det import DetTask
+
+    return _tiny_det(DetTask, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_ins(tmp_path_factory):
+    """The ins task on the same scenes as tiny_det."""
+    from tasks.ins import InsTask
+
+    return _tiny_det(InsTask, tmp_path_factory)

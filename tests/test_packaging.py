@@ -9,7 +9,9 @@ import zipfile
 
 from search_helpers import ROOT
 
-CONFIGS = ("runs/cls.yaml", "runs/pose.yaml", "runs/seg.yaml", "runs/paper/pose_coco.yaml", "runs/paper/seg_voc.yaml")
+CONFIGS = ("runs/cls.yaml", "runs/pose.yaml", "runs/seg.yaml", "runs/det.yaml", "runs/ins.yaml",
+           "runs/paper/pose_coco.yaml", "runs/paper/seg_voc.yaml", "runs/paper/det_coco.yaml",
+           "runs/paper/ins_coco.yaml")
 
 
 def test_the_wheel_ships_the_run_configs_and_an_install_finds_them(tmp_path):
@@ -19,7 +21,7 @@ def test_the_wheel_ships_the_run_configs_and_an_install_finds_them(tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("gp_losses-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert set(CONFIGS) <= names and "gp_losses/worker.py" in names
+    assert set(CONFIGS) <= names and {"gp_losses/worker.py", "tasks/ins/__init__.py"} <= names
     assert not any("__pycache__" in n or n.startswith("tests/") for n in names)
     site = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet",

@@ -1,2 +1,5 @@
-"""Object detection (paper sections 4.2, A.2): work in progress; so far the box-regression
-loss inputs (`tasks/det/boxes.py`)."""
+"""Object detection: Faster R-CNN on synthetic scenes or COCO (paper sections 4.2, A.2)."""
+
+from tasks.det.task import DetTask
+
+__all__ = ["DetTask"]

@@ -36,14 +36,19 @@ class TaskContract:
             assert set(exprs) == names
 
     def test_probe_samples_have_the_declared_shapes(self, task, probe):
+        """Outputs are (B, ...), one row per probe sample; a branch's inputs are (N, C, H, W),
+        all of one shape (the outputs' own, or, where a task flattens the samples that count,
+        as detection does its sampled anchors, K rows of them)."""
         for branch in task.branches:
             outputs = probe.outputs[branch.name]
             assert outputs.dim() == 4 and outputs.shape[0] == B
             inputs = task.loss_inputs(branch.name, outputs, probe.targets[branch.name])
             needed = {t.name for t in branch.inputs if t.constant is None}
             assert needed <= set(inputs)
+            shapes = {inputs[name].shape for name in needed}
+            assert len(shapes) == 1 and len(next(iter(shapes))) == 4, shapes
+            assert next(iter(shapes))[0] > 0, f"{branch.name}: no sample to check a loss on"
             for name in needed:
-                assert inputs[name].shape == outputs.shape, name
                 assert torch.isfinite(inputs[name]).all()
 
     def test_probe_metric_is_per_sample_in_unit_interval(self, task, probe):

@@ -63,6 +63,24 @@ def test_show_reads_a_run_directory_with_numbers_as_numbers(tmp_path, capsys):
     assert data["baselines"]["ce"]["score"] == 0.95
 
 
+def test_show_counts_each_branchs_candidates_from_the_evaluations_log(tmp_path, capsys):
+    """Per branch: explored = rejected + passed, where an individual's branch passed unless
+    the offspring copied it from its parent (copies are not candidates)."""
+    (tmp_path / "status.json").write_text(json.dumps({"state": "finished"}))
+    records = [{"index": None, "branch": "a", "reason": "low_gain"},
+               {"index": None, "branch": "a", "reason": "no_target"},
+               {"index": None, "branch": "b", "reason": "low_gain"},
+               {"index": 3, "expr": {"a": "x", "b": "y"}, "status": "ok",
+                "origin": [{"op": "init"}, {"op": "init"}]},
+               {"index": 4, "expr": {"a": "x", "b": "z"}, "status": "reused",
+                "origin": [{"op": "copy"}, {"op": "mutate"}]}]
+    (tmp_path / "evaluations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    code, out, _ = run_cli(capsys, "show", str(tmp_path))
+    assert code == 0 and json.loads(out)["branches"] == {
+        "a": {"explored": 3, "passed": 1, "rejected": {"no_target": 1, "low_gain": 1}},
+        "b": {"explored": 3, "passed": 2, "rejected": {"low_gain": 1}}}
+
+
 def test_show_reports_a_run_whose_owner_is_gone_as_stale(tmp_path, capsys):
     import socket
     import subprocess

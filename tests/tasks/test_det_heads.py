@@ -85,3 +85,25 @@ def test_searched_trees_train_through_it(batch):
         optim.step()
         totals.append(total.item())
     assert min(totals[3:]) < totals[0]
+
+
+def test_an_exported_loss_drops_into_a_torchvision_model(batch):
+    """`gp-losses export`'s module for the paper's Table 8 Ins losses, given to use_losses as
+    `criterion.branch_loss`, makes the same five loss values as the compiled trees (the box
+    branches' extra inputs, deltas and the like, are ignored)."""
+    from gp_losses.export import load_source, to_source
+
+    images, targets = batch
+    space = _space(True)
+    table8 = {"cls_rpn": "Neg(Mul(Mul(y, yhat), Inv(Tanh(yhat))))", "reg_rpn": "Mul(e, Inv(Add(i, u)))",
+              "cls_rcnn": CE, "reg_rcnn": "Neg(Mul(Sqrt(i), Inv(Sqrt(e))))", "mask": "Abs(Log(Mul(y, yhat)))"}
+    loss = space.parse(table8)
+    criterion = load_source(to_source(space, loss)).FoundLoss()
+    values = []
+    for branch_loss in (BranchLosses(space.compile(loss)), criterion.branch_loss):
+        model = use_losses(_model(True).train(), branch_loss)
+        torch.manual_seed(1)
+        values.append({k: v.item() for k, v in model(images, targets).items()})
+    assert values[0].keys() == values[1].keys() and len(values[0]) == 5
+    for key, value in values[0].items():
+        assert values[1][key] == pytest.approx(value, rel=1e-6), key
