@@ -65,6 +65,10 @@ def partial_task(task_cls: Type[Any], searched: Sequence[str], fixed: str) -> Ty
     training adds the other branches' losses from baseline `fixed` (the task's first if "").
     The protocol checks the searched branches with the others at their ideal outputs."""
     names = [b.name for b in task_cls.branches]
+    if fixed and not searched:
+        raise ConfigError(f"search.fixed: {fixed!r} names the baseline of the branches left out of "
+                          "search.branches, which names none (every branch is searched); set "
+                          "search.branches too, or drop search.fixed")
     unknown = [b for b in searched if b not in names]
     if unknown:
         raise ConfigError(f"search.branches: task {task_cls.name!r} has no branch {unknown[0]!r}"

@@ -184,6 +184,8 @@ def test_a_search_over_some_branches_trains_the_others_with_a_fixed_baseline(tin
         partial_task(DetTask, ("reg_rnn",), "")
     with pytest.raises(ConfigError, match="search.fixed: task 'det' has no baseline 'l1'"):
         partial_task(DetTask, ("reg_rcnn",), "l1")
+    with pytest.raises(ConfigError, match="search.fixed: 'giou' names the baseline .* set search.branches too"):
+        partial_task(DetTask, (), "giou")
 
 
 def det_protocol_config():
