@@ -245,8 +245,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if args.baselines is not None:
         names = [n.strip() for n in args.baselines.split(",") if n.strip()]
         overrides.append(f"retrain.baselines=[{', '.join(names)}]")
-    summary = retrain(args.run_dir, args.top, args.seeds, args.schedule, overrides)
-    log.info("report: %s", f"{args.run_dir}/retrain/report.md")
+    summary = retrain(args.run_dir, args.top, args.seeds, args.schedule, overrides, args.split,
+                      args.ranks)
+    log.info("report: %s", summary.pop("report"))
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -306,6 +307,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _ranks(text: str) -> tuple:
+    """'1,3' -> (1, 3): hall-of-fame ranks, each >= 1."""
+    try:
+        return tuple(sorted({_positive(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ranks like 2 or 1,3, got {text!r}") from None
+
+
 def _space_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--branch-inputs", default="yhat,y,one",
                         help="comma-separated loss inputs of the branch (default yhat,y,one; "
@@ -356,11 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
                                        "seeds, scored on held-out data: RUN_DIR/retrain/report.md")
     p.add_argument("run_dir", help="run directory of a search")
     p.add_argument("--top", type=_positive, help="hall-of-fame losses to retrain (default retrain.top, 3)")
+    p.add_argument("--ranks", type=_ranks, default=(), metavar="R,R",
+                   help="the hall-of-fame ranks to retrain instead of the top K, e.g. 2 or 1,3")
     p.add_argument("--seeds", type=_positive, help="seeds per loss (default retrain.seeds, 3)")
     p.add_argument("--baselines", metavar="NAMES", help="the task's baselines to retrain, comma-separated "
                    "(default retrain.baselines: all)")
     p.add_argument("--schedule", choices=("long", "proxy"), default="long",
                    help="long: the task options of retrain.options (default); proxy: the search's own")
+    p.add_argument("--split", help="the split to score (default test, or val where the task has no "
+                   "test); val, at the long schedule, chooses among the found losses without "
+                   "touching test: retrain/report-val.md")
     p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a key of the run's config for the retrain (repeatable)")
     p.set_defaults(func=cmd_retrain)

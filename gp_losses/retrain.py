@@ -115,9 +115,9 @@ def _locked(folder: Path):
         yield
 
 
-def load_entries(run: Path, context, top: int) -> List[Entry]:
-    """The top `top` hall-of-fame losses of the run, then the task's baselines (those of
-    `retrain.baselines`, or all)."""
+def load_entries(run: Path, context, top: int, ranks: Sequence[int] = ()) -> List[Entry]:
+    """The top `top` hall-of-fame losses of the run (or those of `ranks`), then the task's
+    baselines (those of `retrain.baselines`, or all)."""
     hall_path = run / "hall_of_fame.json"
     hall = json.loads(hall_path.read_text()) if hall_path.is_file() else []
     if not hall:
@@ -125,8 +125,12 @@ def load_entries(run: Path, context, top: int) -> List[Entry]:
                          "writes hall_of_fame.json after its first scored batch)")
     base_path = run / "baselines.json"
     proxies = json.loads(base_path.read_text()) if base_path.is_file() else {}
+    missing = sorted(set(ranks) - {h["rank"] for h in hall})
+    if missing:
+        raise InputError(f"--ranks: the hall of fame of {str(run)!r} has ranks 1 to {len(hall)}, "
+                         f"not {', '.join(map(str, missing))}")
     entries = [Entry(f"#{h['rank']}", h["expr"], h["rank"], h["score"], h.get("formula", {}))
-               for h in hall[:top]]
+               for h in (hall[:top] if not ranks else [h for h in hall if h["rank"] in ranks])]
     chosen = context.config.retrain.baselines or tuple(context.task_cls.baselines)
     for name, expr in context.task_cls.baselines.items():
         if name not in chosen:
@@ -157,8 +161,14 @@ def fingerprints(context, spec: Dict[str, Any], entries: List[Entry]) -> None:
 
 
 def retrain(run_dir: str, top: Optional[int] = None, seeds: Optional[int] = None,
-            schedule: str = "long", overrides: Sequence[str] = ()) -> Dict[str, Any]:
-    """Retrain a run's best losses and its task's baselines; write the report; its summary."""
+            schedule: str = "long", overrides: Sequence[str] = (),
+            split: Optional[str] = None, ranks: Sequence[int] = ()) -> Dict[str, Any]:
+    """Retrain a run's best losses and its task's baselines; write the report; its summary.
+
+    `split` defaults to the task's `test` split (`val` where it has none), reported in
+    retrain/report.md; another split is reported in retrain/report-<split>.md. Scoring `val`
+    at the long schedule chooses among the found losses without touching `test`: retrain the
+    top K on val, then only the chosen one (`ranks`) and the baselines on test."""
     run = Path(run_dir)
     if not (run / "config.yaml").is_file():
         raise InputError(f"{run_dir!r} is not a run directory (no config.yaml)")
@@ -178,27 +188,36 @@ def retrain(run_dir: str, top: Optional[int] = None, seeds: Optional[int] = None
                              "retrain.options.iterations=N, or use --schedule proxy")
         options = cfg.merge(options, config.retrain.options)
     task_cls = context.task_cls
-    split = "test" if "test" in task_cls.splits else "val"
+    default = "test" if "test" in task_cls.splits else "val"
+    split = split or default
+    scored = [name for name in task_cls.splits if name != "train"]
+    if split not in scored:
+        raise InputError(f"--split {split!r}: task {task_cls.name} scores the splits "
+                         f"{', '.join(scored)} (train trains the network)")
     train_config = cfg.replace(config, task={"options": options},
                                proxy={"timeout_s": config.retrain.timeout_s})
     build_context(train_config)
-    entries = load_entries(run, context, top)
+    entries = load_entries(run, context, top, ranks)
     folder = run / "retrain"
     with _locked(folder):
         try:
-            return _retrain(run, folder, context, train_config, entries, seeds, schedule, split)
+            return _retrain(run, folder, context, train_config, entries, seeds, schedule, split,
+                            "report" if split == default else f"report-{split}")
         finally:
             close_all()
 
 
 def _retrain(run: Path, folder: Path, context, train_config, entries: List[Entry], seeds: int,
-             schedule: str, split: str) -> Dict[str, Any]:
+             schedule: str, split: str, report: str = "report") -> Dict[str, Any]:
     run_id = "retrain-" + hashlib.sha1(str(run.resolve()).encode()).hexdigest()[:12]
     route_scoop_log(str(folder / "scoop.log"))
-    if split == "val":
+    if split == "val" and "test" not in context.task_cls.splits:
         log.warning("task %s has no test split: the retrain scores val, the split the search "
                     "selected its losses on, so the found losses' scores are optimistic",
                     context.task_cls.name)
+    elif split != "test":
+        log.info("scoring the %s split: for choosing among the found losses; score the chosen "
+                 "one on test (--ranks R)", split)
     search_config = cfg.replace(context.config, search={"equivalence": True})
     fingerprints(context, {"config": cfg.to_dict(search_config), "run_id": run_id}, entries)
     spec = {"config": cfg.to_dict(train_config), "run_id": run_id, "split": split}
@@ -227,8 +246,9 @@ def _retrain(run: Path, folder: Path, context, train_config, entries: List[Entry
     for key, entry, seed in todo:  # a failure is shown as failed and trained again next time
         entry.results.append({**trainings.latest[key], "seed": seed})
     summary = summarize(context, entries, seeds, schedule, split, options)
-    (folder / "report.md").write_text(markdown(summary))
-    (folder / "report.csv").write_text(to_csv(summary))
+    (folder / f"{report}.md").write_text(markdown(summary))
+    (folder / f"{report}.csv").write_text(to_csv(summary))
+    summary["report"] = str(folder / f"{report}.md")
     return summary
 
 
@@ -306,8 +326,9 @@ def markdown(s: Dict[str, Any]) -> str:
     lines = [f"# Retrain of the search's best losses: task `{s['task']}`", "",
              f"Scored on the **{s['split']}** split"
              + (" (never seen by the search)." if s["split"] == "test" else
-                " — the task has no test split, so these scores are optimistic: the search "
-                "selected its losses on this split."),
+                " — the split the search selected its losses on, so the found losses' scores "
+                "are optimistic (use them to choose among the found losses; score the chosen "
+                "one on a split the search never saw, where the task has one)."),
              f"Schedule `{s['schedule']}`, seeds {', '.join(map(str, s['seeds']))}; mean ± standard "
              f"deviation over the seeds that trained. Target metric: **{metric}** (★). The best row is "
              "bold unless another row's mean ± std overlaps it. `proxy` is the search's score (val "

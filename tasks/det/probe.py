@@ -62,21 +62,25 @@ def average_precision(boxes: torch.Tensor, scores: torch.Tensor, gt: torch.Tenso
         return 0.0
     order = torch.argsort(scores, descending=True, stable=True)
     iou = box_iou(boxes[order].double(), gt.double()).numpy()
+    # COCOeval's greedy matching, at every threshold at once: each detection in score order
+    # takes the best ground truth not yet taken at that threshold, if its IoU reaches it
+    levels = np.arange(len(THRESHOLDS))
+    taken = np.zeros((len(THRESHOLDS), len(gt)), dtype=bool)
+    hit = np.zeros((len(THRESHOLDS), len(order)), dtype=bool)
+    for d in range(len(order)):
+        rows = np.where(taken, -1.0, iou[d])
+        best = rows.argmax(axis=1)
+        ok = rows[levels, best] >= THRESHOLDS - 1e-10  # COCOeval: iou >= t, within its 1e-10
+        taken[levels[ok], best[ok]] = True
+        hit[ok, d] = True
+    tp = np.cumsum(hit, axis=1)
+    recall = tp / len(gt)
+    precision = tp / np.arange(1, len(order) + 1)
+    precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]  # the envelope
     total = 0.0
-    for t in THRESHOLDS:
-        taken = np.zeros(len(gt), dtype=bool)
-        hit = np.zeros(len(order), dtype=bool)
-        for d in range(len(order)):
-            row = np.where(taken, -1.0, iou[d])
-            best = int(row.argmax())
-            if row[best] >= t - 1e-10:  # COCOeval: iou >= t, within its 1e-10
-                taken[best], hit[d] = True, True
-        tp = np.cumsum(hit)
-        recall = tp / len(gt)
-        precision = tp / np.arange(1, len(hit) + 1)
-        precision = np.maximum.accumulate(precision[::-1])[::-1]  # the envelope
-        at = np.searchsorted(recall, RECALLS, side="left")
-        total += float(np.where(at < len(precision), precision[np.minimum(at, len(precision) - 1)], 0.0).mean())
+    for level in levels:
+        at = np.searchsorted(recall[level], RECALLS, side="left")
+        total += float(np.where(at < len(order), precision[level, np.minimum(at, len(order) - 1)], 0.0).mean())
     return total / len(THRESHOLDS)
 
 

@@ -116,8 +116,36 @@ def test_a_task_without_a_test_split_is_scored_on_val_and_says_so(tmp_path, fini
     summary = retrain(str(run), top=1, seeds=1, schedule="proxy",
                       overrides=["task.name=toy_tasks:ValOnlyDigits", IN_PROCESS])
     assert summary["split"] == "val"
-    assert "these scores are optimistic" in (run / "retrain" / "report.md").read_text()
+    assert "scores are optimistic" in (run / "retrain" / "report.md").read_text()
     assert "no test split" in caplog.text
+
+
+def test_retrain_on_val_chooses_without_touching_the_test_report(tmp_path, finished_run):
+    run = _copy_run(finished_run, tmp_path / "run")
+    test = retrain(str(run), top=1, seeds=1, overrides=LONG + [IN_PROCESS])
+    val = retrain(str(run), top=1, seeds=1, overrides=LONG + [IN_PROCESS], split="val")
+    assert (test["split"], val["split"]) == ("test", "val")
+    assert test["report"].endswith("report.md") and val["report"].endswith("report-val.md")
+    assert "**test** split" in (run / "retrain" / "report.md").read_text()
+    assert "**val** split" in (run / "retrain" / "report-val.md").read_text()
+    assert (run / "retrain" / "report-val.csv").read_text().count(",val,") == 3  # #1, ce, mse
+    # independently: ce trained by the task itself on val with the retrain's first seed
+    task = DigitsTask(DigitsTask.Options(hidden=32, iterations=60, batch_size=64, lr=0.1))
+    space = SearchSpace(task.branches)
+    ce = space.compile(space.parse(DigitsTask.baselines["ce"]))
+    ce_row = next(r for r in val["rows"] if r["name"] == "ce")
+    assert ce_row["mean"]["accuracy"] == proxy_evaluate(task, ce, retrain_seed(0), 60)["score"]
+    proc = cli("retrain", str(run), "--split", "train")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "--split 'train'" in err and "val" in err
+    # then only the one chosen on val, on test
+    chosen = retrain(str(run), seeds=1, overrides=LONG + [IN_PROCESS, "retrain.baselines=[ce]"], ranks=[2])
+    hall = json.loads((run / "hall_of_fame.json").read_text())
+    assert [(r["name"], r["expr"]) for r in chosen["rows"]] == [("#2", hall[1]["expr"]), ("ce", ce_row["expr"])]
+    for bad, message in (("99", "not 99"), ("0", "must be >= 1"), ("x", "expected ranks")):
+        proc = cli("retrain", str(run), "--ranks", bad)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2 and message in err, err
 
 
 def test_retrain_takes_only_the_baselines_named(tmp_path, finished_run):
