@@ -232,4 +232,7 @@ def test_each_metric_has_a_run_config_over_the_task_defaults(metric):
 
     config = load_run_config(None, str(ROOT / f"runs/seg_{metric}.yaml"), [])
     assert (config.task.name, config.task.metric, config.name) == ("seg", metric, f"seg-{metric}")
-    assert config.protocol.early_exit and config.search.evaluations == 100  # from runs/seg.yaml
+    assert config.protocol.early_exit and config.task.options["width"] == 16  # from runs/seg.yaml
+    longer = metric == "bf1"  # seg_bf1.yaml: a 4x longer proxy, fewer evaluations (docs/tasks.md)
+    assert (config.search.evaluations, config.task.options["iterations"]) == ((30, 1600) if longer else (100, 400))
+    assert config.retrain.options["iterations"] == 4000  # from runs/seg.yaml
