@@ -218,6 +218,8 @@ class Protocol:
         if not torch.isfinite(z).all():
             return ProtocolResult(False, "nonfinite", None, fingerprint, steps)
         g = self.gain(index, z)
+        if not math.isfinite(g):  # the task's metric is not a number: nothing was shown to gain
+            return ProtocolResult(False, "nonfinite", None, fingerprint, steps)
         if g < cfg.eta:
             return ProtocolResult(False, "low_gain", g, fingerprint, steps)
         return self._accept(index, output, z, first_sign, g, fingerprint, steps)

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from gp_losses.errors import InputError
 from gp_losses.evolution import evaluation_seed
 from tasks.base import TrainResult
@@ -32,6 +34,7 @@ class FaultyDigits(DigitsTask):
         fault_dir: str = ""
         setup_fault: str = ""
         probe_fault: bool = False
+        probe_nan: bool = False
         train_s: float = 0.0
 
     def setup(self):
@@ -44,6 +47,8 @@ class FaultyDigits(DigitsTask):
     def probe_metric(self, outputs, targets):
         if self.options.probe_fault:
             raise RuntimeError("injected probe failure")
+        if self.options.probe_nan:
+            return torch.full_like(super().probe_metric(outputs, targets), float("nan"))
         return super().probe_metric(outputs, targets)
 
     def _faulty(self, seed):

@@ -178,3 +178,15 @@ def test_heatmap_losses_without_a_minimum_pass_the_paper_protocol_only(pose_prot
     assert paper.passed and paper.gain >= 0.6, expr
     result = pose_protocol(expr)
     assert not result.passed and result.reason == reason and result.gain == paper.gain
+
+
+def test_a_metric_that_is_not_a_number_never_passes():
+    """A task whose probe metric is NaN: the gain is NaN, which `g < eta` would let through."""
+    from toy_tasks import FaultyDigits
+
+    task = FaultyDigits(FaultyDigits.Options(probe_nan=True))
+    space = SearchSpace(task.branches)
+    for early_exit in (True, False):
+        proto = Protocol(task, space.branches, space.operators, ProtocolConfig(early_exit=early_exit))
+        result = proto.check(0, space.parse(dict(DigitsTask.baselines["ce"]))[0])
+        assert not result.passed and result.reason == "nonfinite" and result.gain is None
