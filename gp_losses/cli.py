@@ -233,7 +233,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             records = [json.loads(line) for line in fh if line.strip()]
     print(json.dumps({"run_dir": str(run.path), "status": run.owned_status(),
                       "hall_of_fame": read_json("hall_of_fame.json", [])[:args.top],
-                      "baselines": read_json("baselines.json", {}), "last_batch": last,
+                      "baselines": read_json("baselines.json", {}), "final": read_json("final.json", {}),
+                      "last_batch": last,
                       "branches": branch_counts(records)}, indent=2))
     return 0
 
@@ -382,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="a found loss as a standalone torch.nn.Module file "
                                       "(or its formula)")
     p.add_argument("run_dir", help="run directory of a search")
-    p.add_argument("--rank", type=_positive, default=1, help="hall-of-fame rank (default 1)")
+    p.add_argument("--rank", type=_positive, help="hall-of-fame rank (default: the search's pick, "
+                   "final.json's where the search chose among finalists, else 1)")
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     p.add_argument("--format", choices=("python", "sympy", "latex"), default="python",
                    help="python: the module (default); sympy, latex: the simplified formula")

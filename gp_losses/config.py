@@ -150,12 +150,29 @@ class RetrainConfig:
 
 
 @dataclass(frozen=True)
+class FinalConfig:
+    """After the search: the top K hall-of-fame losses trained again on the val split with the
+    `options` (longer training), S seeds each; the highest mean is the search's pick, which
+    `gp-losses export` writes by default (final.json, final.md). Not in the paper, which takes
+    the hall's first: that score is the best of many short noisy runs, so the near-tied top
+    losses are ordered partly by chance, and a short proxy can rank a loss that falls behind
+    with longer training above one that does not (docs/engine.md). The test split stays unseen."""
+
+    top: int = option(0, 0, help="finalists; 0: off, the hall's first is the pick")
+    seeds: int = option(1, 1, help="training seeds per finalist")
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Task options of the finalists' trainings, over the search's own (e.g. iterations)."""
+    timeout_s: float = option(1800.0, 0, lo_open=True, help="per training")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    final: FinalConfig = field(default_factory=FinalConfig)
     seed: int = 0
     name: str = ""
 

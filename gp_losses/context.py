@@ -130,10 +130,10 @@ def build_context(config: RunConfig) -> Context:
                           + f"; metrics: {', '.join(task_cls.metrics)}")
     options = cfg.build(task_cls.Options, config.task.options, "task.options")
     task_cls.check_options(options)
-    if config.retrain.options:  # the long retraining schedule: the same options, some changed
-        task_cls.check_options(cfg.build(task_cls.Options, cfg.merge(config.task.options,
-                                                                      config.retrain.options),
-                                         "retrain.options"))
+    for key, changed in (("retrain.options", config.retrain.options),  # longer schedules: the
+                         ("final.options", config.final.options)):      # same options, some changed
+        if changed:
+            task_cls.check_options(cfg.build(task_cls.Options, cfg.merge(config.task.options, changed), key))
     unknown = [name for name in config.retrain.baselines if name not in task_cls.baselines]
     if unknown:
         raise ConfigError(f"retrain.baselines: task {task_cls.name!r} has no baseline {unknown[0]!r}"

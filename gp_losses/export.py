@@ -143,10 +143,12 @@ def load_source(source: str, name: str = "found_loss") -> types.ModuleType:
     return module
 
 
-def run_loss(run_dir: Union[str, Path], rank: int = 1) -> tuple:
-    """(context, {branch: expr}, hall-of-fame entry) of rank `rank` in a run directory."""
+def run_loss(run_dir: Union[str, Path], rank: Optional[int] = None) -> tuple:
+    """(context, {branch: expr}, hall-of-fame entry) of rank `rank` in a run directory; by
+    default the search's pick (rundir.search_pick)."""
     from gp_losses import config as cfg
     from gp_losses.context import build_context
+    from gp_losses.rundir import search_pick
 
     run = Path(run_dir)
     if not (run / "config.yaml").is_file():
@@ -156,22 +158,28 @@ def run_loss(run_dir: Union[str, Path], rank: int = 1) -> tuple:
     hall = json.loads(path.read_text()) if path.is_file() else []
     if not hall:
         raise InputError(f"{str(run_dir)!r} has no hall of fame yet: no loss to export")
+    rank = rank or search_pick(run)
     if not 1 <= rank <= len(hall):
         raise InputError(f"--rank {rank}: the hall of fame of {str(run_dir)!r} has ranks 1 to {len(hall)}")
     entry = hall[rank - 1]
     return context, entry["expr"], entry
 
 
-def run_source(run_dir: Union[str, Path], rank: int = 1) -> str:
-    """The standalone module of the rank-`rank` loss of a run."""
+def run_source(run_dir: Union[str, Path], rank: Optional[int] = None) -> str:
+    """The standalone module of the rank-`rank` loss of a run (default: the search's pick)."""
     context, expr, entry = run_loss(run_dir, rank)
-    header = (f"Loss of rank {rank} of the search in {Path(run_dir).name}: task `{context.task_cls.name}`, "
+    rank = entry["rank"]
+    final = Path(run_dir) / "final.json"
+    picked = final.is_file() and json.loads(final.read_text()).get("pick") == rank
+    chosen = " (the search's pick among its finalists: final.md)" if picked else ""
+    header = (f"Loss of rank {rank}{chosen} of the search in {Path(run_dir).name}: task `{context.task_cls.name}`, "
               f"metric {context.metric}.\nSearch score {entry['score']:.4f} (proxy training, val split, the "
               "best of its proxy runs: optimistic; `gp-losses retrain` scores it on held-out data).")
     return to_source(context.space, context.space.parse(expr), header, context.task_cls.loss_inputs_doc)
 
 
-def to_module(source: Union[str, Path, Mapping[str, str]], task: Optional[str] = None, rank: int = 1,
+def to_module(source: Union[str, Path, Mapping[str, str]], task: Optional[str] = None,
+              rank: Optional[int] = None,
               operators: Sequence[str] = ()) -> Any:
     """A torch.nn.Module computing a loss: `source` is a run directory (its rank-`rank` loss)
     or an expression (one string, or {branch: expression}) of `task`'s branches (without a
@@ -193,7 +201,7 @@ def to_module(source: Union[str, Path, Mapping[str, str]], task: Optional[str] =
     return load_source(text).__dict__[CLASS_NAME]()
 
 
-def formula(run_dir: Union[str, Path], rank: int = 1, fmt: str = "sympy") -> Dict[str, str]:
+def formula(run_dir: Union[str, Path], rank: Optional[int] = None, fmt: str = "sympy") -> Dict[str, str]:
     """{branch: simplified formula} of a run's loss, as sympy text or LaTeX (paper Table 8)."""
     from gp_losses.formula import to_latex
 

@@ -37,7 +37,7 @@ from gp_losses.errors import InputError
 from gp_losses.outcomes import reusable
 from gp_losses.parallel import (parallel_map, protocol_job, route_scoop_log, start_workers, train_job,
                                 worker_count)
-from gp_losses.rundir import RunDir
+from gp_losses.rundir import RunDir, atomic_write, search_pick
 from gp_losses.sandbox import close_all, hard_limit
 
 log = logging.getLogger("gp_losses")
@@ -116,8 +116,8 @@ def _locked(folder: Path):
 
 
 def load_entries(run: Path, context, top: int, ranks: Sequence[int] = ()) -> List[Entry]:
-    """The top `top` hall-of-fame losses of the run (or those of `ranks`), then the task's
-    baselines (those of `retrain.baselines`, or all)."""
+    """The top `top` hall-of-fame losses of the run and the search's pick (or those of
+    `ranks`), then the task's baselines (those of `retrain.baselines`, or all)."""
     hall_path = run / "hall_of_fame.json"
     hall = json.loads(hall_path.read_text()) if hall_path.is_file() else []
     if not hall:
@@ -129,8 +129,12 @@ def load_entries(run: Path, context, top: int, ranks: Sequence[int] = ()) -> Lis
     if missing:
         raise InputError(f"--ranks: the hall of fame of {str(run)!r} has ranks 1 to {len(hall)}, "
                          f"not {', '.join(map(str, missing))}")
+    picked = hall[:top] if not ranks else [h for h in hall if h["rank"] in ranks]
+    pick = search_pick(run)
+    if not ranks and pick > top:  # the search's pick among its finalists is always retrained
+        picked.append(hall[pick - 1])
     entries = [Entry(f"#{h['rank']}", h["expr"], h["rank"], h["score"], h.get("formula", {}))
-               for h in (hall[:top] if not ranks else [h for h in hall if h["rank"] in ranks])]
+               for h in picked]
     chosen = context.config.retrain.baselines or tuple(context.task_cls.baselines)
     for name, expr in context.task_cls.baselines.items():
         if name not in chosen:
@@ -202,24 +206,29 @@ def retrain(run_dir: str, top: Optional[int] = None, seeds: Optional[int] = None
     with _locked(folder):
         try:
             return _retrain(run, folder, context, train_config, entries, seeds, schedule, split,
-                            "report" if split == default else f"report-{split}")
+                            folder / ("report" if split == default else f"report-{split}"))
         finally:
             close_all()
 
 
 def _retrain(run: Path, folder: Path, context, train_config, entries: List[Entry], seeds: int,
-             schedule: str, split: str, report: str = "report") -> Dict[str, Any]:
+             schedule: str, split: str, report: Path) -> Dict[str, Any]:
+    """Train what `entries` x `seeds` lacks in folder/trainings.jsonl; write `report`.md/.csv."""
     run_id = "retrain-" + hashlib.sha1(str(run.resolve()).encode()).hexdigest()[:12]
     route_scoop_log(str(folder / "scoop.log"))
     if split == "val" and "test" not in context.task_cls.splits:
         log.warning("task %s has no test split: the retrain scores val, the split the search "
                     "selected its losses on, so the found losses' scores are optimistic",
                     context.task_cls.name)
+    elif schedule == "final":
+        log.info("the search's finalists: the top %d trained again on %s; the best is the pick",
+                 len(entries), split)
     elif split != "test":
         log.info("scoring the %s split: for choosing among the found losses; score the chosen "
                  "one on test (--ranks R)", split)
-    search_config = cfg.replace(context.config, search={"equivalence": True})
-    fingerprints(context, {"config": cfg.to_dict(search_config), "run_id": run_id}, entries)
+    if any(not entry.rank for entry in entries):  # which found losses are a baseline rediscovered
+        search_config = cfg.replace(context.config, search={"equivalence": True})
+        fingerprints(context, {"config": cfg.to_dict(search_config), "run_id": run_id}, entries)
     spec = {"config": cfg.to_dict(train_config), "run_id": run_id, "split": split}
     options = dict(train_config.task.options)
     trainings = Trainings(folder / "trainings.jsonl")
@@ -246,10 +255,45 @@ def _retrain(run: Path, folder: Path, context, train_config, entries: List[Entry
     for key, entry, seed in todo:  # a failure is shown as failed and trained again next time
         entry.results.append({**trainings.latest[key], "seed": seed})
     summary = summarize(context, entries, seeds, schedule, split, options)
-    (folder / f"{report}.md").write_text(markdown(summary))
-    (folder / f"{report}.csv").write_text(to_csv(summary))
-    summary["report"] = str(folder / f"{report}.md")
+    report.with_suffix(".md").write_text(markdown(summary))
+    report.with_suffix(".csv").write_text(to_csv(summary))
+    summary["report"] = str(report.with_suffix(".md"))
     return summary
+
+
+def choose_final(run: Path, context) -> Dict[str, Any]:
+    """The search's pick (`final.top` > 0): the top K hall-of-fame losses trained again on the
+    val split with `final.options`, `final.seeds` seeds each; the highest mean of the target
+    metric wins, the better hall rank on a tie. A finalist with a failed training (error,
+    timeout, invalid) is not eligible. Writes final.json and final.md/.csv in the run
+    directory; the trainings join retrain/trainings.jsonl, so a rerun trains only what is
+    missing. Without an eligible finalist the hall's first stays the pick, and final.json
+    says why."""
+    final = context.config.final
+    options = cfg.merge(dict(context.config.task.options), final.options)
+    train_config = cfg.replace(context.config, task={"options": options},
+                               proxy={"timeout_s": final.timeout_s})
+    hall = json.loads((run / "hall_of_fame.json").read_text())
+    entries = [Entry(f"#{h['rank']}", h["expr"], h["rank"], h["score"], h.get("formula", {}))
+               for h in hall[:final.top]]
+    folder = run / "retrain"
+    with _locked(folder):
+        summary = _retrain(run, folder, context, train_config, entries, final.seeds, "final", "val",
+                           run / "final")
+    target = summary["metric"]
+    eligible = [r for r in summary["rows"] if r["ok"] == r["seeds"] and r["mean"][target] is not None]
+    best = max(eligible, key=lambda r: (r["mean"][target], -r["rank"]), default=None)
+    result = {"pick": best["rank"] if best else None, "metric": target, "split": "val",
+              "seeds": summary["seeds"], "options": dict(final.options),
+              "finalists": [{"rank": r["rank"], "proxy": r["proxy"], "mean": r["mean"][target],
+                             "std": r["std"][target], "ok": r["ok"], "seeds": r["seeds"],
+                             "failed": r["failed"]}
+                            for r in summary["rows"]]}
+    if best is None:
+        result["note"] = "no finalist trained on every seed: the hall's first is the pick"
+        log.warning("final: %s (final.md lists the failures)", result["note"])
+    atomic_write(run / "final.json", (json.dumps(result, indent=2) + "\n").encode())
+    return result
 
 
 # --- the report -------------------------------------------------------------------------
@@ -323,7 +367,8 @@ def _describe(row: Dict[str, Any]) -> str:
 
 def markdown(s: Dict[str, Any]) -> str:
     metric, metrics = s["metric"], s["metrics"]
-    lines = [f"# Retrain of the search's best losses: task `{s['task']}`", "",
+    title = ("The search's finalists" if s["schedule"] == "final" else "Retrain of the search's best losses")
+    lines = [f"# {title}: task `{s['task']}`", "",
              f"Scored on the **{s['split']}** split"
              + (" (never seen by the search)." if s["split"] == "test" else
                 " — the split the search selected its losses on, so the found losses' scores "

@@ -8,6 +8,8 @@
     logbook.csv         DEAP Logbook, one row per batch
     hall_of_fame.json   the best losses: expressions, formulas, scores
     baselines.json      the task's baselines trained with the best loss's seed (at the end)
+    final.json          the search's pick among the top K, trained longer on val (`final.top`
+    final.md, .csv      > 0; gp_losses/retrain.py choose_final); their trainings in retrain/
     checkpoint.pkl      everything needed to resume, written after every batch
     progress.png        top-5 score and loss counts against evaluations (gp_losses/plot.py)
     scoop.log           SCOOP's own log, under `python -m scoop`
@@ -48,6 +50,15 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def search_pick(run: Path) -> int:
+    """The hall rank of a run's result: final.json's pick where the search chose among
+    finalists (gp_losses/retrain.py), else 1, the hall's first (as in the paper)."""
+    path = Path(run) / "final.json"
+    if path.is_file():
+        return json.loads(path.read_text()).get("pick") or 1
+    return 1
 
 
 class RunDir:

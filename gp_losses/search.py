@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import logging
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from gp_losses.errors import InputError
 from gp_losses.evolution import Evolution, SearchState, evaluation_seed
 from gp_losses.parallel import (parallel_map, route_scoop_log, scoop_running, start_workers,
                                 train_job, worker_count)
+from gp_losses.retrain import choose_final
 from gp_losses.rundir import RunDir, atomic_write
 from gp_losses.sandbox import close_all, hard_limit
 
@@ -92,28 +94,32 @@ def _search(context, rundir: RunDir, state: Optional[SearchState]) -> Dict[str, 
              rundir.path, context.task_cls.name, context.metric, context.config.search.evaluations,
              workers, " (SCOOP)" if scoop_running() else "", evolution.batch_size)
     rundir.write_status("running", evaluations=evolution.state.evaluations)
+    for name in ("final.json", "final.md", "final.csv"):  # a resumed search may change the hall
+        (rundir.path / name).unlink(missing_ok=True)
     route_scoop_log(str(rundir.path / "scoop.log"))
     try:
         log.info("setting up task %s in %d worker process(es)", context.task_cls.name, workers)
         start_workers(evolution.spec)
-        final = evolution.run()
-        if final.logbook:
+        ended = evolution.run()
+        if ended.logbook:
             evolution.draw(final=True)
         hall = evolution.hall_of_fame()
         baselines = {}
         if context.config.search.compare_baselines and hall:
             baselines = compare_baselines(evolution, context, hall[0]["eval"])
             rundir.write_json("baselines.json", baselines)
+        final = choose_final(rundir.path, context) if context.config.final.top and hall else {}
     except BaseException as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         rundir.write_status("failed", reason=reason, evaluations=evolution.state.evaluations)
         raise
+    best = hall[(final.get("pick") or 1) - 1] if hall else None
     summary = {"run_dir": str(rundir.path), "status": "finished", "task": context.task_cls.name,
-               "metric": context.metric, "evaluations": final.evaluations, "explored": final.explored,
-               "reused": final.counts["reused"], "best": hall[0] if hall else None,
-               "hall_of_fame": hall[:5], "baselines": baselines}
-    rundir.write_status("finished", evaluations=final.evaluations, explored=final.explored,
-                        best=hall[0]["score"] if hall else None)
+               "metric": context.metric, "evaluations": ended.evaluations, "explored": ended.explored,
+               "reused": ended.counts["reused"], "best": best, "hall_of_fame": hall[:5],
+               "baselines": baselines, "final": final}
+    rundir.write_status("finished", evaluations=ended.evaluations, explored=ended.explored,
+                        best=best["score"] if best else None, pick=best["rank"] if best else None)
     report(summary)
     return summary
 
@@ -141,4 +147,14 @@ def report(summary: Dict[str, Any]) -> None:
     for name, base in summary["baselines"].items():
         score = f"{base['score']:8.4f}" if base["status"] == "ok" else f"{base['status']:>8}"
         lines.append(f"base  {score}  {name}: {base['expr']} (same proxy, seed {base['seed']})")
+    final = summary["final"]
+    if final:
+        lines.append(f"finalists, {metric} on val with {json.dumps(final['options'])}, seeds "
+                     f"{', '.join(map(str, final['seeds']))} (final.md):")
+        for row in final["finalists"]:
+            score = "failed" if row["mean"] is None or row["ok"] < row["seeds"] else f"{row['mean']:.4f}"
+            mark = "  <- the search's pick" if row["rank"] == final["pick"] else ""
+            lines.append(f"{row['rank']:>4}  {score:>8}{mark}")
+        if final["pick"] is None:
+            lines.append(f"      {final['note']}")
     log.info("\n".join(lines))

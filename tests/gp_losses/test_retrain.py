@@ -214,3 +214,99 @@ def test_a_line_torn_by_a_kill_is_cut_off_and_the_next_training_is_kept(tmp_path
     again = Trainings(path)
     assert again.done("a") and again.done("b") and not again.done("c")
     assert again.latest["c"]["error"] == "time limit"
+
+
+# --- the search's finalists (`final`) ---------------------------------------------------------
+FINAL = ["final.top=3", "final.options.iterations=60"]
+
+
+def _digits_val_score(expr, iterations=60):
+    """The loss trained by the task itself on val with the finalists' seed: the reference."""
+    task = DigitsTask(DigitsTask.Options(hidden=32, iterations=iterations, batch_size=64, lr=0.1))
+    space = SearchSpace(task.branches)
+    return proxy_evaluate(task, space.compile(space.parse(expr)), retrain_seed(0), iterations)["score"]
+
+
+def test_a_search_with_finalists_picks_the_best_on_val_and_export_writes_it(tmp_path):
+    from gp_losses.export import run_source
+
+    out = tmp_path / "run"
+    summary = run_search("cls", out=str(out), seed=0, overrides=FAST + FINAL + [IN_PROCESS])
+    final = json.loads((out / "final.json").read_text())
+    hall = json.loads((out / "hall_of_fame.json").read_text())
+    assert [f["rank"] for f in final["finalists"]] == [1, 2, 3] and final["split"] == "val"
+    for row in final["finalists"]:  # each score is the task's own training of that loss on val
+        assert row["mean"] == _digits_val_score(hall[row["rank"] - 1]["expr"])
+    best = max(final["finalists"], key=lambda r: (r["mean"], -r["rank"]))
+    assert final["pick"] == best["rank"] == summary["best"]["rank"]
+    assert summary["best"]["expr"] == hall[final["pick"] - 1]["expr"]
+    assert json.loads((out / "status.json").read_text())["pick"] == final["pick"]
+    assert "The search's finalists" in (out / "final.md").read_text()
+    assert run_source(out) == run_source(out, final["pick"])
+    assert f"Loss of rank {final['pick']} (the search's pick among its finalists" in run_source(out)
+
+
+def test_the_pick_can_be_below_the_first_and_is_retrained_beside_the_top(tmp_path, finished_run):
+    from gp_losses.context import build_context
+    from gp_losses import config as cfg
+    from gp_losses.export import run_source
+    from gp_losses.retrain import choose_final
+
+    run = _copy_run(finished_run, tmp_path / "run")
+    hall = json.loads((run / "hall_of_fame.json").read_text())
+    hall[0]["expr"] = {"cls": "Mul(y, yhat)"}  # rewards wrong answers: first by a lucky proxy run
+    hall[1]["expr"] = dict(DigitsTask.baselines["ce"])
+    (run / "hall_of_fame.json").write_text(json.dumps(hall))
+    context = build_context(cfg.load(run / "config.yaml", FINAL[1:] + ["final.top=2", IN_PROCESS]))
+    final = choose_final(run, context)
+    means = [f["mean"] for f in final["finalists"]]
+    assert means[1] > means[0] and final["pick"] == 2
+    assert "Loss of rank 2 (the search's pick" in run_source(run)
+    assert "Loss of rank 1 of the search" in run_source(run, 1)
+    summary = retrain(str(run), top=1, seeds=1, schedule="proxy",
+                      overrides=[IN_PROCESS, "retrain.baselines=[ce]"])
+    assert [r["name"] for r in summary["rows"]] == ["#1", "#2", "ce"]
+
+
+def test_a_finalist_whose_training_failed_is_not_eligible(tmp_path, finished_run):
+    from gp_losses.context import build_context
+    from gp_losses import config as cfg
+    from gp_losses.retrain import choose_final
+    from gp_losses.rundir import search_pick
+
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "faults").mkdir()
+    faults = ["task.name=toy_tasks:FaultyDigits", "task.options.fault=raise", "task.options.fault_eval=-2",
+              IN_PROCESS, "final.top=2", "final.options.iterations=60"]
+    once = build_context(cfg.load(run / "config.yaml", faults + [f"task.options.fault_dir={run / 'faults'}"]))
+    first = choose_final(run, once)  # the first training (#1's) fails, once
+    assert first["pick"] == 2 and first["finalists"][0]["ok"] == 0
+    assert "injected failure" in first["finalists"][0]["failed"][0]
+    again = choose_final(run, once)  # the failure is trained again, never reused
+    assert again["finalists"][0]["ok"] == 1 and again["finalists"][0]["mean"] is not None
+    always = build_context(cfg.load(run / "config.yaml", faults))  # other options: other trainings
+    none = choose_final(run, always)
+    assert none["pick"] is None and "no finalist" in none["note"]
+    assert search_pick(run) == 1
+
+
+def test_final_options_are_checked_before_a_search_starts(tmp_path):
+    proc = cli("search", "--task", "cls", "--out", str(tmp_path / "run"), "--set", "final.options.hidden=-1")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "final.options.hidden" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_search_killed_among_its_finalists_resumes_with_only_the_missing_ones(tmp_path):
+    out = tmp_path / "run"
+    run_search("cls", out=str(out), seed=0, overrides=FAST + FINAL + [IN_PROCESS])
+    first = json.loads((out / "final.json").read_text())
+    log = out / "retrain" / "trainings.jsonl"
+    lines = log.read_text().splitlines()
+    assert len(lines) == 3
+    log.write_text(lines[0] + "\n")  # as if killed after the first finalist's training
+    (out / "final.json").unlink()
+    run_search(None, resume=str(out))
+    again = log.read_text().splitlines()
+    assert len(again) == 3 and again[0] == lines[0]  # the first is not trained again
+    assert json.loads((out / "final.json").read_text()) == first
