@@ -57,6 +57,12 @@ class Entry:
     equivalent: List[str] = field(default_factory=list)
     results: List[Dict[str, Any]] = field(default_factory=list)
 
+    @classmethod
+    def found(cls, hall_entry: Dict[str, Any]) -> "Entry":
+        """A hall-of-fame entry as a found loss of the comparison."""
+        h = hall_entry
+        return cls(f"#{h['rank']}", h["expr"], h["rank"], h["score"], h.get("formula", {}))
+
     def ok(self) -> List[Dict[str, Any]]:
         return [r for r in self.results if r["status"] == "ok"]
 
@@ -133,8 +139,7 @@ def load_entries(run: Path, context, top: int, ranks: Sequence[int] = ()) -> Lis
     pick = search_pick(run)
     if not ranks and pick > top:  # the search's pick among its finalists is always retrained
         picked.append(hall[pick - 1])
-    entries = [Entry(f"#{h['rank']}", h["expr"], h["rank"], h["score"], h.get("formula", {}))
-               for h in picked]
+    entries = [Entry.found(h) for h in picked]
     chosen = context.config.retrain.baselines or tuple(context.task_cls.baselines)
     for name, expr in context.task_cls.baselines.items():
         if name not in chosen:
@@ -274,8 +279,7 @@ def choose_final(run: Path, context) -> Dict[str, Any]:
     train_config = cfg.replace(context.config, task={"options": options},
                                proxy={"timeout_s": final.timeout_s})
     hall = json.loads((run / "hall_of_fame.json").read_text())
-    entries = [Entry(f"#{h['rank']}", h["expr"], h["rank"], h["score"], h.get("formula", {}))
-               for h in hall[:final.top]]
+    entries = [Entry.found(h) for h in hall[:final.top]]
     folder = run / "retrain"
     with _locked(folder):
         summary = _retrain(run, folder, context, train_config, entries, final.seeds, "final", "val",
