@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gp_losses.trees import Branch
+from gp_losses.contract import Branch
 from primitives import CLASSIFICATION_INPUTS
-from tasks.base import Probe, Task
+from gp_losses.contract import Probe, Task
 
 
 def blob_labels(n: int, size: int, classes: int, gen: torch.Generator) -> torch.Tensor:

@@ -14,7 +14,7 @@ import sys
 from typing import Callable, Dict, List, Optional, Sequence
 
 from gp_losses import __version__
-from gp_losses.errors import GpLossesError, InputError
+from gp_losses.core.errors import GpLossesError, InputError
 
 log = logging.getLogger("gp_losses")
 
@@ -22,7 +22,7 @@ log = logging.getLogger("gp_losses")
 def _space(args: argparse.Namespace):
     """The one-branch search space the search-space commands work in."""
     from gp_losses.space import SearchSpace
-    from gp_losses.trees import Branch
+    from gp_losses.contract import Branch
     from primitives import operator_set, terminals_by_name
 
     names = [n.strip() for n in args.branch_inputs.split(",") if n.strip()]
@@ -120,7 +120,7 @@ def resolve_loss(context, items: Sequence[str]) -> Dict[str, str]:
     """{branch: expression} from `--loss` values: an expression or a baseline name, or for a
     multi-branch task `branch=EXPR|BASELINE` per flag (branches not given take the task's
     first baseline)."""
-    from gp_losses.errors import did_you_mean
+    from gp_losses.core.errors import did_you_mean
 
     task, names = context.task_cls, [b.name for b in context.task_cls.branches]
     baselines = task.baselines

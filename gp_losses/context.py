@@ -11,9 +11,11 @@ from typing import Any, Optional, Sequence, Type
 
 from gp_losses import config as cfg
 from gp_losses.config import ConfigError, RunConfig
-from gp_losses.errors import InputError, did_you_mean
+from gp_losses.contract import Task
+from gp_losses.core.errors import InputError, did_you_mean
 from gp_losses.space import SearchSpace
 from primitives import operator_set
+from tasks import TASKS
 
 RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
 """The run configurations (`runs/<task>.yaml` holds a task's defaults): beside the package in a
@@ -22,21 +24,16 @@ checkout, and installed beside it as package data (setup.cfg), so found from any
 
 def resolve_task(name: str) -> Type[Any]:
     """The Task class for a built-in name or a `package.module:Class` path."""
-    from tasks import TASKS
-    from tasks.base import Task
-
     if not name:
         raise ConfigError("task.name: no task given; use --task NAME")
     task_cls = TASKS.get(name)
     if not (isinstance(task_cls, type) and issubclass(task_cls, Task)):
-        raise InputError(f"task {name!r}: expected a subclass of tasks.base.Task, got {task_cls!r}")
+        raise InputError(f"task {name!r}: expected a subclass of gp_losses.contract.Task, got {task_cls!r}")
     return task_cls
 
 
 def default_config_path(task: str) -> Optional[Path]:
     """runs/<task>.yaml for a built-in task that has one."""
-    from tasks import TASKS
-
     path = RUNS_DIR / f"{task}.yaml"
     return path if task in TASKS and path.is_file() else None
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterator, TypeVar
 
 import torch
 
-from gp_losses.errors import describe
+from gp_losses.core.errors import describe
 
 T = TypeVar("T")
 
@@ -134,7 +134,7 @@ def checked_result(task: Any, result: Any) -> Dict[str, Any]:
 
     status, iterations = getattr(result, "status", None), getattr(result, "iterations", None)
     if not isinstance(iterations, numbers.Integral):
-        return bad(f"{result!r}: expected a tasks.base.TrainResult with an integer `iterations`")
+        return bad(f"{result!r}: expected a gp_losses.contract.TrainResult with an integer `iterations`")
     if status == "invalid":
         return {"status": "invalid", "score": None, "metrics": {}, "iterations": int(iterations),
                 "error": getattr(result, "error", None) or f"task {name!r} reported an invalid training"}

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from gp_losses.config import to_dict
 from gp_losses.context import Context
-from gp_losses.errors import RunFailed, describe
+from gp_losses.core.errors import RunFailed, describe
 from gp_losses.outcomes import REASONS, STATIC, TRANSIENT, FailureWatch, cacheable, reusable
 from gp_losses.parallel import Lanes, candidates_job, train_job
 from gp_losses.plot import write_progress

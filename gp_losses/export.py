@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from gp_losses import __version__
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 from gp_losses.space import SearchSpace
 from gp_losses.torch_loss import PythonLoss
 from gp_losses.trees import Loss

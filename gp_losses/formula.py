@@ -13,7 +13,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import sympy
 import torch
 
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 from gp_losses.torch_loss import compile_tree, reduce_output
 from gp_losses.trees import LossTree
 from primitives import OperatorSet, Terminal

@@ -15,7 +15,7 @@ import collections
 from dataclasses import dataclass
 from typing import Any, Deque, Dict, Optional, Tuple
 
-from gp_losses.errors import RunFailed
+from gp_losses.core.errors import RunFailed
 
 REASONS = ("no_prediction", "no_target", "no_interaction", "nonfinite", "zero_grad", "low_gain",
            "monotone", "unbounded", "timeout", "error")

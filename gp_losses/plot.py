@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 from gp_losses.outcomes import REASONS
 
 X_AXES = {"evaluations": ("evaluations", "proxy evaluations"),

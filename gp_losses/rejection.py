@@ -35,7 +35,8 @@ import torch
 from gp_losses.config import ProtocolConfig
 from gp_losses.outcomes import ProtocolResult
 from gp_losses.torch_loss import compile_tree
-from gp_losses.trees import Branch, LossTree
+from gp_losses.contract import Branch
+from gp_losses.trees import LossTree
 from primitives import OperatorSet
 
 LINEAR = frozenset({"Add", "Neg", "MeanNHW", "MeanC"})

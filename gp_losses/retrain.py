@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from gp_losses import config as cfg
 from gp_losses.context import build_context
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 from gp_losses.outcomes import reusable
 from gp_losses.parallel import (parallel_map, protocol_job, route_scoop_log, start_workers, train_job,
                                 worker_count)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 from gp_losses import __version__
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 
 CHECKPOINT = "checkpoint.pkl"
 CHECKPOINT_FORMAT = 4

@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from gp_losses.errors import TaskSetupError
+from gp_losses.core.errors import TaskSetupError
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 GRACE_S = 10.0

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from gp_losses import config as cfg
 from gp_losses.context import build_context, load_run_config
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 from gp_losses.evolution import Evolution, SearchState, evaluation_seed
 from gp_losses.parallel import (parallel_map, route_scoop_log, scoop_running, start_workers,
                                 train_job, worker_count)

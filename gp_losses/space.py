@@ -13,10 +13,11 @@ import sympy
 from deap import gp
 
 from gp_losses import variation
-from gp_losses.errors import InputError, ParseError
+from gp_losses.core.errors import InputError, ParseError
 from gp_losses.formula import to_sympy
 from gp_losses.torch_loss import CompiledLoss, PythonLoss
-from gp_losses.trees import Branch, Loss, LossTree, check_branch_names, parse_tree
+from gp_losses.contract import Branch
+from gp_losses.trees import Loss, LossTree, check_branch_names, parse_tree
 from primitives import OperatorSet, operator_set
 
 

@@ -15,8 +15,9 @@ from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 
-from gp_losses.errors import InputError
-from gp_losses.trees import Branch, Loss, LossTree
+from gp_losses.core.errors import InputError
+from gp_losses.contract import Branch
+from gp_losses.trees import Loss, LossTree
 from primitives import OperatorSet, Terminal
 
 Inputs = Mapping[str, torch.Tensor]

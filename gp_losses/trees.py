@@ -9,13 +9,12 @@ parser knows only the operator and input names of a branch and never evaluates t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 from deap import gp
 
-from gp_losses.errors import ParseError, did_you_mean
-from primitives import CLASSIFICATION_INPUTS, Terminal
+from gp_losses.contract import Branch
+from gp_losses.core.errors import ParseError, did_you_mean
 
 
 class LossTree(gp.PrimitiveTree):
@@ -45,19 +44,6 @@ class LossTree(gp.PrimitiveTree):
 
     def n_operators(self) -> int:
         return sum(1 for node in self if node.arity > 0)
-
-
-@dataclass(frozen=True)
-class Branch:
-    """A loss branch: its name, its input terminals and its weight in the total (Eq. 4)."""
-
-    name: str
-    inputs: Tuple[Terminal, ...] = CLASSIFICATION_INPUTS
-    weight: float = 1.0
-
-    @property
-    def input_names(self) -> Tuple[str, ...]:
-        return tuple(t.name for t in self.inputs)
 
 
 class Loss(list):

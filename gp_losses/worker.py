@@ -27,7 +27,7 @@ import torch
 
 from gp_losses import config as cfg
 from gp_losses.context import build_context
-from gp_losses.errors import InputError, TaskSetupError, describe
+from gp_losses.core.errors import InputError, TaskSetupError, describe
 from gp_losses.evaluate import CandidateTimeout, call_with_time_limit, proxy_evaluate
 from gp_losses.outcomes import ProtocolResult, cacheable, training_failure
 from gp_losses.rejection import Protocol, static_reason

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Iterable, List, Sequence, Union
 
-from gp_losses.errors import OperatorError
-from gp_losses.registry import Registry
+from gp_losses.core.errors import OperatorError
+from gp_losses.core.registry import Registry
 from primitives.base import EPS, Primitive, Terminal
 from primitives.opset import OperatorSet, check_primitive
 from primitives.table1 import TABLE1

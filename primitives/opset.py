@@ -13,7 +13,7 @@ import sympy
 import torch
 from deap import gp
 
-from gp_losses.errors import OperatorError
+from gp_losses.core.errors import OperatorError
 from primitives.base import Primitive, Terminal
 
 _PROBE_SHAPE = (2, 3, 5, 5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Tuple
 
-from gp_losses.errors import InputError, did_you_mean
+from gp_losses.core.errors import InputError, did_you_mean
 from primitives.base import Terminal
 
 YHAT = Terminal("yhat", prediction=True, assumptions={"positive": True})

@@ -1,24 +1,19 @@
 """Task proxies (segmentation, detection, instance segmentation, pose, classification).
 
-Built-in tasks are registered here explicitly, by name; a user's own task is named by its
-dotted path `package.module:TaskClass` (a subclass of `tasks.base.Task`).
+Built-in tasks are registered here explicitly, by name and dotted path, and imported on first
+use: naming `cls` does not import torchvision's detection models. A user's own task is named
+by its dotted path `package.module:TaskClass` (a subclass of `gp_losses.contract.Task`).
 """
 
 from __future__ import annotations
 
-from gp_losses.registry import Registry
-from tasks.base import Probe, Task, TrainResult
-from tasks.cls import DigitsTask
-from tasks.det import DetTask
-from tasks.ins import InsTask
-from tasks.pose import PoseTask
-from tasks.seg import SegTask
+from gp_losses.core.registry import Registry
 
 TASKS: Registry = Registry("task")
-TASKS.register("cls", DigitsTask)
-TASKS.register("det", DetTask)
-TASKS.register("ins", InsTask)
-TASKS.register("pose", PoseTask)
-TASKS.register("seg", SegTask)
+TASKS.register_path("cls", "tasks.cls:DigitsTask")
+TASKS.register_path("det", "tasks.det:DetTask")
+TASKS.register_path("ins", "tasks.ins:InsTask")
+TASKS.register_path("pose", "tasks.pose:PoseTask")
+TASKS.register_path("seg", "tasks.seg:SegTask")
 
-__all__ = ["TASKS", "Task", "Probe", "TrainResult", "DigitsTask", "DetTask", "InsTask", "PoseTask", "SegTask"]
+__all__ = ["TASKS"]

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gp_losses.config import option
-from gp_losses.trees import Branch
+from gp_losses.core.options import option
+from gp_losses.contract import Branch
 from primitives import CLASSIFICATION_INPUTS
-from tasks.base import LossFn, Probe, Task, TrainResult
+from gp_losses.contract import LossFn, Probe, Task, TrainResult
 
 NUM_CLASSES = 10
 NUM_IMAGES = 1797
@@ -57,7 +57,7 @@ class DigitsTask(Task):
 
     @classmethod
     def check_options(cls, options: Any) -> None:
-        from gp_losses.config import ConfigError
+        from gp_losses.core.options import ConfigError
 
         if NUM_IMAGES - options.eval_size - options.test_size < 100:
             raise ConfigError(f"task.options.eval_size + test_size: {options.eval_size} + {options.test_size} "

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 from gp_losses.evolution import evaluation_seed
-from tasks.base import TrainResult
+from gp_losses.contract import TrainResult
 from tasks.cls import DigitsTask
 
 

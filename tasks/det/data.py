@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 
 
 def read_annotations(root: Path, split: str) -> Dict:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torchvision.models.detection.roi_heads import RoIHeads, project_masks_on_boxes
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
-from gp_losses.trees import Branch
+from gp_losses.contract import Branch
 from primitives import BOX_INPUTS, CLASSIFICATION_INPUTS
 from tasks.det.boxes import box_inputs
 

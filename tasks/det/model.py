@@ -23,7 +23,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 
 MODELS = ("small", "resnet50_fpn")
 

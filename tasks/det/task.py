@@ -20,9 +20,10 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
-from gp_losses.config import option
-from gp_losses.errors import InputError
-from tasks.base import LossFn, Probe, Task, TrainResult, schedule_length
+from gp_losses.core.options import option
+from gp_losses.core.errors import InputError
+from gp_losses.contract import LossFn, Probe, Task, TrainResult
+from tasks.dataset import schedule_length
 from tasks.cache import dataset_root
 from tasks.det import probe as det_probe
 from tasks.det.data import CocoDetection, collate
@@ -111,7 +112,7 @@ class DetTask(Task):
 
     @classmethod
     def check_options(cls, options: Any) -> None:
-        from gp_losses.config import ConfigError
+        from gp_losses.core.options import ConfigError
 
         if options.max_size and options.max_size < options.size:
             raise ConfigError(f"task.options.max_size: {options.max_size} is below task.options.size "

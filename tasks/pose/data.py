@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 from tasks.pose.keypoints import FLIP_PAIRS, K
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

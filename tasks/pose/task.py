@@ -22,11 +22,12 @@ from typing import Any, Dict, Mapping
 import numpy as np
 import torch
 
-from gp_losses.config import option
-from gp_losses.errors import InputError
-from gp_losses.trees import Branch
+from gp_losses.core.options import option
+from gp_losses.core.errors import InputError
+from gp_losses.contract import Branch
 from primitives import ONE, Y, YHAT_REAL
-from tasks.base import LossFn, Probe, Task, TrainResult, schedule_length
+from gp_losses.contract import LossFn, Probe, Task, TrainResult
+from tasks.dataset import schedule_length
 from tasks.cache import dataset_root
 from tasks.pose import data as pose_data
 from tasks.pose import metric as pose_metric
@@ -82,7 +83,7 @@ class PoseTask(Task):
 
     @classmethod
     def check_options(cls, options: Any) -> None:
-        from gp_losses.config import ConfigError
+        from gp_losses.core.options import ConfigError
 
         multiple = 8 if options.model == "small" else 32  # the encoder's total stride
         for key in ("input_height", "input_width"):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

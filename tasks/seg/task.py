@@ -25,11 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gp_losses.config import option
-from gp_losses.errors import InputError
-from gp_losses.trees import Branch
+from gp_losses.core.options import option
+from gp_losses.core.errors import InputError
+from gp_losses.contract import Branch
 from primitives import CLASSIFICATION_INPUTS
-from tasks.base import LossFn, Probe, Task, TrainResult, schedule_length
+from gp_losses.contract import LossFn, Probe, Task, TrainResult
+from tasks.dataset import schedule_length
 from tasks.cache import dataset_root
 from tasks.seg import data as seg_data
 from tasks.seg import losses as seg_losses

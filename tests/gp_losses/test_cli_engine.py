@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from gp_losses.cli import main, resolve_loss
-from gp_losses.errors import InputError
-from gp_losses.trees import Branch
+from gp_losses.core.errors import InputError
+from gp_losses.contract import Branch
 from primitives import BOX_INPUTS
 
 

@@ -98,7 +98,7 @@ def test_workers_spread_over_gpus(kind, index, gpus, expected):
 
 
 def test_cuda_without_a_gpu_is_bad_input():
-    from gp_losses.errors import InputError
+    from gp_losses.core.errors import InputError
 
     with pytest.raises(InputError, match="no CUDA device"):
         device_for("cuda", 0, 0)

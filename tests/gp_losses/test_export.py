@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gp_losses.context import build_context, load_run_config
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 from gp_losses.export import to_module, to_source
 from search_helpers import ROOT, cli
 
@@ -113,7 +113,7 @@ def test_an_operator_without_code_cannot_be_exported():
 def test_an_operator_whose_code_differs_from_its_function_is_refused():
     import dataclasses
 
-    from gp_losses.errors import OperatorError
+    from gp_losses.core.errors import OperatorError
     from primitives import TABLE1, OperatorSet
 
     wrong = dataclasses.replace(TABLE1[5], name="LogWrong", code="torch.log(torch.abs(x) + EPS)")

@@ -12,7 +12,7 @@ from search_helpers import FAST, IN_PROCESS, cli, lines, status
 from gp_losses import evaluate, evolution, worker
 from gp_losses.config import dump
 from gp_losses.context import build_context, load_run_config
-from gp_losses.errors import RunFailed, TaskSetupError
+from gp_losses.core.errors import RunFailed, TaskSetupError
 from gp_losses.evaluate import CandidateTimeout, call_with_time_limit, proxy_evaluate
 from gp_losses.evolution import Evolution
 from gp_losses.population import Slot
@@ -22,7 +22,7 @@ from gp_losses.sandbox import close_all
 from gp_losses.space import SearchSpace
 from gp_losses.worker import WorkerState
 from gp_losses.search import run_search
-from tasks.base import TrainResult
+from gp_losses.contract import TrainResult
 from tasks.cls import DigitsTask
 
 FAULTY = "toy_tasks:FaultyDigits"

@@ -9,10 +9,10 @@ import sympy
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 from gp_losses.formula import evaluate_at, to_latex
 from gp_losses.space import SearchSpace
-from gp_losses.trees import Branch
+from gp_losses.contract import Branch
 from primitives import BOX_INPUTS
 from primitives.table1 import Aggregation
 

@@ -9,7 +9,7 @@ import pytest
 from scoop import _control
 
 from gp_losses import parallel
-from gp_losses.errors import TaskSetupError
+from gp_losses.core.errors import TaskSetupError
 from gp_losses.sandbox import ProcessDied
 
 

@@ -10,7 +10,7 @@ from gp_losses.config import ProtocolConfig
 from gp_losses.rejection import (Protocol, falls_without_bound, one_sign, round_significant,
                                  static_reason)
 from gp_losses.space import SearchSpace
-from gp_losses.trees import Branch
+from gp_losses.contract import Branch
 from primitives import BOX_INPUTS
 from tasks.cls import DigitsTask
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 from gp_losses.space import SearchSpace
 from gp_losses.torch_loss import reduce_output
-from gp_losses.trees import Branch
+from gp_losses.contract import Branch
 from primitives import BOX_INPUTS
 
 

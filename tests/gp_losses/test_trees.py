@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gp_losses.errors import ParseError
+from gp_losses.core.errors import ParseError
 from gp_losses.space import SearchSpace
-from gp_losses.trees import Branch, LossTree, parse_tree
+from gp_losses.contract import Branch
+from gp_losses.trees import LossTree, parse_tree
 from primitives import BOX_INPUTS, CLASSIFICATION_INPUTS
 
 SPACES = [SearchSpace((Branch("cls", CLASSIFICATION_INPUTS),)),

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from gp_losses import variation
 from gp_losses.space import SearchSpace
-from gp_losses.trees import Branch, LossTree
+from gp_losses.contract import Branch
+from gp_losses.trees import LossTree
 from primitives import BOX_INPUTS, CLASSIFICATION_INPUTS
 
 CLS = SearchSpace((Branch("cls", CLASSIFICATION_INPUTS),))
@@ -151,7 +152,7 @@ def test_multi_branch_offspring_varies_each_branch():
 
 @pytest.mark.parametrize("depth", [0, 18])
 def test_depth_outside_limits_is_bad_input(depth):
-    from gp_losses.errors import InputError
+    from gp_losses.core.errors import InputError
 
     with pytest.raises(InputError, match="depth"):
         SearchSpace(depth=depth)

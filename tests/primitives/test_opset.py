@@ -6,7 +6,7 @@ import pytest
 import sympy
 import torch
 
-from gp_losses.errors import InputError, OperatorError
+from gp_losses.core.errors import InputError, OperatorError
 from primitives import (CLASSIFICATION_INPUTS, TABLE1, OperatorSet, Primitive, Terminal,
                         operator_set, resolve_operators)
 

@@ -154,7 +154,7 @@ def test_a_search_over_some_branches_trains_the_others_with_a_fixed_baseline(tin
     """search.branches: [cls_rcnn, reg_rcnn] with search.fixed: ce_l1 (the paper's Table 4
     rows that search the Fast R-CNN branches only): the task has those two branches; training
     adds ce_l1's RPN losses; the protocol checks a searched branch with the RPN's outputs ideal."""
-    from gp_losses.config import ConfigError
+    from gp_losses.core.options import ConfigError
     from gp_losses.context import partial_task
     from gp_losses.rejection import Protocol
     from gp_losses.space import SearchSpace

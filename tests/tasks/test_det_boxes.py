@@ -8,7 +8,7 @@ import torch
 from torchvision.ops import generalized_box_iou_loss
 
 from gp_losses.space import SearchSpace
-from gp_losses.trees import Branch
+from gp_losses.contract import Branch
 from primitives import BOX_INPUTS
 from tasks.det.boxes import box_inputs
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 from tasks.det.data import CocoDetection, decode_mask
 from tasks.det.metric import coco_ap, coco_results
 from tasks.det.synthetic import CATEGORIES, MIN_AREA, ensure_dataset

@@ -135,7 +135,7 @@ def test_paper_config_runs_two_iterations_on_a_coco_fixture(tmp_path):
 
 
 def test_missing_data_root_is_bad_input(tmp_path):
-    from gp_losses.errors import InputError
+    from gp_losses.core.errors import InputError
 
     task = PoseTask(PoseTask.Options(data_root=str(tmp_path / "nowhere")))
     with pytest.raises(InputError, match="person_keypoints_train.json"):
@@ -146,7 +146,7 @@ def test_missing_data_root_is_bad_input(tmp_path):
                                            ("task.options.model=vgg", "task.options.model"),
                                            ("task.options.iterations=0", "task.options.iterations")])
 def test_bad_pose_options_are_config_errors(override, key):
-    from gp_losses.config import ConfigError
+    from gp_losses.core.options import ConfigError
 
     with pytest.raises(ConfigError, match=key):
         load_run_config("pose", None, [override])
@@ -219,7 +219,7 @@ def test_the_streamed_augmented_training_is_the_same_with_loader_workers(tiny_po
 
 
 def test_augmentation_needs_the_streaming_loader():
-    from gp_losses.config import ConfigError
+    from gp_losses.core.options import ConfigError
 
     with pytest.raises(ConfigError, match="task.options.augment.*loader: stream"):
         load_run_config("pose", None, ["task.options.augment=true"])

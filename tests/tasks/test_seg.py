@@ -106,7 +106,7 @@ def test_a_split_with_no_labelled_pixel_is_refused(tmp_path):
     the command line) instead of scoring its evaluations."""
     from PIL import Image
 
-    from gp_losses.errors import InputError
+    from gp_losses.core.errors import InputError
     from tasks.seg import SegTask
 
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
@@ -177,7 +177,7 @@ def test_streamed_data_trains_exactly_as_data_in_memory(tmp_path):
     input, named."""
     from dataclasses import replace
 
-    from gp_losses.errors import InputError
+    from gp_losses.core.errors import InputError
     from gp_losses.evaluate import proxy_evaluate
     from gp_losses.space import SearchSpace
     from tasks.seg import SegTask

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gp_losses.errors import InputError
+from gp_losses.core.errors import InputError
 from tasks.seg.data import VocSegmentation, load_split, split_names
 from tasks.seg.synthetic import CLASSES, IGNORE, render, write_voc
 

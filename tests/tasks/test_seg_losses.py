@@ -93,7 +93,7 @@ def test_the_python_baselines_train_by_name(tiny_seg):
 def test_probe_export_and_formula_refuse_a_python_loss_by_name(capsys, tmp_path):
     from gp_losses import export
     from gp_losses.context import build_context, load_run_config
-    from gp_losses.errors import InputError
+    from gp_losses.core.errors import InputError
 
     small = ["--set", f"task.options.cache_dir={tmp_path}", "--set", "task.options.synthetic_train=8",
              "--set", "task.options.synthetic_val=4", "--set", "task.options.synthetic_test=4"]

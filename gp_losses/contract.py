@@ -1,6 +1,6 @@
 """The task contract: what the engine needs from a task, and nothing more.
 
-A task names its loss branches and metrics, gives probe samples for the loss-rejection
+A task names its loss branches (`Branch`) and metrics, gives probe samples for the loss-rejection
 protocol (paper Eq. 5-6), maps raw network outputs to loss inputs, scores predictions, and
 trains its proxy network with a given loss. `setup()` runs lazily, once per worker process
 (as EvoTorch's `Problem._prepare()`), so a task object is cheap to create and to ship.
@@ -10,14 +10,26 @@ Tasks are deterministic: the same seed gives the same probe and the same proxy r
 
 from __future__ import annotations
 
-import math
-
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from gp_losses.trees import Branch
+from primitives import CLASSIFICATION_INPUTS, Terminal
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A loss branch: its name, its input terminals and its weight in the total (Eq. 4)."""
+
+    name: str
+    inputs: Tuple[Terminal, ...] = CLASSIFICATION_INPUTS
+    weight: float = 1.0
+
+    @property
+    def input_names(self) -> Tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
 
 LossFn = Callable[[Mapping[str, Mapping[str, torch.Tensor]]], torch.Tensor]
 """A compiled loss: {branch: {input name: tensor}} -> scalar (paper Eq. 4)."""
@@ -139,12 +151,3 @@ class Task:
     # --- helpers ------------------------------------------------------------------------
     def branch_names(self) -> Tuple[str, ...]:
         return tuple(b.name for b in self.branches)
-
-
-def schedule_length(options: Any, samples: int) -> int:
-    """A proxy's training iterations: `options.epochs` passes over `samples` training samples
-    in batches of `options.batch_size` when epochs > 0, else `options.iterations`."""
-    if options.epochs > 0:
-        return max(1, math.ceil(options.epochs * samples / options.batch_size))
-    return options.iterations
-

@@ -1,7 +1,8 @@
 """A name -> object registry, as small as fvcore's, with a `package.module:NAME` fallback.
 
-Registries are filled explicitly (see `primitives/__init__.py`); nothing registers itself at
-import time.
+Registries are filled explicitly (`primitives/__init__.py`, `tasks/__init__.py`); nothing
+registers itself at import time. An entry may be a dotted path, imported on first use, so
+that naming one built-in task does not import the others (and what they import).
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any, Callable, Dict, Generic, Iterator, TypeVar
+from typing import Any, Callable, Dict, Generic, Iterator, List, TypeVar
 
-from gp_losses.errors import InputError, did_you_mean
+from gp_losses.core.errors import InputError, did_you_mean
 
 T = TypeVar("T")
 
@@ -56,33 +57,48 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: Dict[str, T] = {}
+        self._paths: Dict[str, str] = {}
+        """Entries registered by dotted path and not imported yet."""
+        self._names: List[str] = []
 
     def register(self, name: str, obj: T) -> T:
-        if name in self._items:
-            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._add(name)
         self._items[name] = obj
         return obj
+
+    def register_path(self, name: str, path: str) -> None:
+        """Register `name` as the object at `package.module:NAME`, imported on first get()."""
+        self._add(name)
+        self._paths[name] = path
+
+    def _add(self, name: str) -> None:
+        if name in self._names:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._names.append(name)
 
     def decorator(self, name: str) -> Callable[[T], T]:
         return lambda obj: self.register(name, obj)
 
     def get(self, name: str) -> T:
         """The object registered as `name`, or the one a `package.module:NAME` path names."""
+        if name in self._paths:
+            self._items[name] = load_dotted(self._paths.pop(name), self.kind)
         if name in self._items:
             return self._items[name]
         if ":" in name:
             return load_dotted(name, self.kind)
-        known = ", ".join(sorted(self._items)) or f"no built-in {self.kind} yet"
+        known = ", ".join(sorted(self._names)) or f"no built-in {self.kind} yet"
         raise InputError(
-            f"unknown {self.kind} {name!r}" + did_you_mean(name, self._items)
+            f"unknown {self.kind} {name!r}" + did_you_mean(name, self._names)
             + f"; known: {known}; or give a path 'package.module:NAME'"
         )
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._names
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
+        """The names, in the order they were registered."""
+        return iter(list(self._names))
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._names)
