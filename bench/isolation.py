@@ -24,8 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gp_losses.config import to_dict  # noqa: E402
 from gp_losses.context import build_context, load_run_config  # noqa: E402
 from gp_losses.rejection import static_reason  # noqa: E402
+from gp_losses.messages import ProtocolJob, RunSpec, TrainJob  # noqa: E402
 from gp_losses.sandbox import Sandbox  # noqa: E402
-from gp_losses.worker import InProcess  # noqa: E402
+from gp_losses.sandboxed import InProcess  # noqa: E402
 
 
 def candidates(context, n: int, seed: int = 0):
@@ -38,19 +39,19 @@ def candidates(context, n: int, seed: int = 0):
     return out
 
 
-def measure(runner, exprs, baseline, train_jobs):
+def measure(runner, spec, exprs, baseline, train_jobs):
     start = time.perf_counter()
     runner.start()
     started = time.perf_counter() - start
     protocol = []
     for expr in exprs:
         t = time.perf_counter()
-        runner.call("protocol", (0, expr, True), 600)
+        runner.call(ProtocolJob(spec.key, 0, expr, True), 600)
         protocol.append(time.perf_counter() - t)
     train = []
     for seed in range(train_jobs):
         t = time.perf_counter()
-        runner.call("train", (baseline, seed), 3600)
+        runner.call(TrainJob(spec.key, baseline, seed), 3600)
         train.append(time.perf_counter() - t)
     runner.close()
     return {"start_s": round(started, 3), "protocol_ms_mean": round(1e3 * statistics.mean(protocol), 3),
@@ -66,11 +67,11 @@ def main() -> None:
     args = parser.parse_args()
     config = load_run_config(args.task, None, [])
     context = build_context(config)
-    spec = {"config": to_dict(config), "run_id": "bench-isolation"}
+    spec = RunSpec(to_dict(config), "bench-isolation")
     exprs = candidates(context, args.protocol_jobs)
     baseline = next(iter(context.task_cls.baselines.values()))
-    in_process = measure(InProcess(spec), exprs, baseline, args.train_jobs)
-    child = measure(Sandbox(spec), exprs, baseline, args.train_jobs)
+    in_process = measure(InProcess(spec), spec, exprs, baseline, args.train_jobs)
+    child = measure(Sandbox(spec), spec, exprs, baseline, args.train_jobs)
     print(json.dumps({
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
         "task": args.task, "protocol_jobs": len(exprs), "train_jobs": args.train_jobs,

@@ -68,7 +68,7 @@ def main() -> None:
     from tasks.pose import PoseTask
 
     start = time.perf_counter()
-    PoseTask(PoseTask.Options(synthetic_train=args.persons))._root()  # generate once, not timed below
+    PoseTask(PoseTask.Options(synthetic_train=args.persons)).root()  # generate once, not timed below
     generated = time.perf_counter() - start
     runs = []
     for loader in args.loaders:  # each in a fresh process: RUSAGE_CHILDREN is a peak over all children

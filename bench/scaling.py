@@ -3,8 +3,8 @@
 Runs the same search (same seed, same `search.batch`) serially and under `python -m scoop -n W`
 for each W of `--workers`, one after the other, and reports for each: the whole process's
 wall seconds (launch to exit), and from logbook.csv the search loop, the rejection work and
-the proxy trainings (the lane-seconds their jobs held, divided by the W lanes: their share of
-the search's wall time, as the phases overlap), the lanes' idle time (also per lane) and the
+the proxy trainings (the worker-seconds their jobs held, divided by the W workers: their share
+of the search's wall time, as the phases overlap), the workers' idle time (also per worker) and the
 origin's own serial work (`seconds_origin`: selection, taking answers, dedupe, aging, records,
 checkpoint), each with its speed-up over the serial run. It checks that every run wrote the
 same evaluations.jsonl and hall of fame (timings, worker ids and devices aside).
@@ -16,10 +16,10 @@ Projection to more workers (`--project`), with `search.batch` = W as a default r
 
 o: the origin's serial seconds per evaluation in the largest measured SCOOP run; o1: the same
 in the serial run; r: rejection worker-seconds per evaluation in the serial run (a batch's
-rejection work, shared by its W lanes, plus one job's time box while the last lanes finish
+rejection work, shared by its W workers, plus one job's time box while the last workers finish
 theirs); t: the mean proxy training; E[max of W trainings]: the mean, over 2,000 draws, of the
 longest of W trainings drawn from the serial run's (the batch's trainings start together once
-its last slot is known). The model leaves out what the lanes gain — the next batch's random
+its last slot is known). The model leaves out what the workers gain — the next batch's random
 candidates checked while trainings finish — and what they lose to the network and SCOOP's
 broker; it is also evaluated at the measured W, to compare with the measurement.
 
@@ -45,10 +45,10 @@ from typing import Any, Dict, List, Optional
 ROOT = Path(__file__).resolve().parent.parent
 UNSTABLE = {"seconds", "worker", "device"}
 """Record fields that legitimately differ between runs of one search."""
-PHASES = {"search": "seconds_wall", "rejection": "seconds_rejection_lanes",
-          "training": "seconds_training_lanes", "idle": "seconds_idle", "origin": "seconds_origin"}
-PER_LANE = {"rejection", "training", "idle"}
-"""Phases logged in lane-seconds: divided by the number of lanes (workers)."""
+PHASES = {"search": "seconds_wall", "rejection": "seconds_rejection_jobs",
+          "training": "seconds_training_jobs", "idle": "seconds_idle", "origin": "seconds_origin"}
+PER_WORKER = {"rejection", "training", "idle"}
+"""Phases logged in worker-seconds: divided by the number of workers."""
 
 
 def launch(workers: Optional[int], task: str, out: Path, args: argparse.Namespace) -> float:
@@ -91,13 +91,13 @@ def measure(name: str, workers: Optional[int], args: argparse.Namespace) -> Dict
         sys.exit(f"{out} exists: give another --out, or remove it")
     process = launch(workers, args.task, out, args)
     row = last_row(out)
-    lanes = workers or 1
-    entry = {"workers": lanes, "scoop": bool(workers), "process": round(process, 2),
-             **{phase: round(row[key] / (lanes if phase in PER_LANE else 1), 2) for phase, key in PHASES.items()},
-             "rejection_worker": round(row["seconds_rejection_worker"], 2),
+    width = workers or 1
+    entry = {"workers": width, "scoop": bool(workers), "process": round(process, 2),
+             **{phase: round(row[key] / (width if phase in PER_WORKER else 1), 2) for phase, key in PHASES.items()},
+             "rejection_sandbox": round(row["seconds_rejection_sandbox"], 2),
              "speculative": round(row["seconds_speculative"], 2),
              "ahead": round(row["seconds_ahead"], 2),
-             "training_worker": round(row["seconds_training_worker"], 2),
+             "training_sandbox": round(row["seconds_training_sandbox"], 2),
              "evaluations": int(row["evaluations"])}
     entry["origin_share"] = round(entry["origin"] / entry["search"], 4)
     return entry
@@ -107,7 +107,7 @@ def projection(serial: Dict[str, Any], widest: Dict[str, Any], trainings: List[f
                round_s: float, workers: int, draws: int = 2000) -> Dict[str, float]:
     n = serial["evaluations"]
     o1, o = serial["origin"] / n, widest["origin"] / widest["evaluations"]
-    r, t = serial["rejection_worker"] / n, statistics.fmean(trainings)
+    r, t = serial["rejection_sandbox"] / n, statistics.fmean(trainings)
     rng = random.Random(0)
     longest = statistics.fmean(max(rng.choices(trainings, k=workers)) for _ in range(draws))
     batch = workers * o + r + round_s + longest

@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gp_losses.contract import Branch
+from gp_losses.contract import Branch, Probe, Task
 from primitives import CLASSIFICATION_INPUTS
-from gp_losses.contract import Probe, Task
 
 
 def blob_labels(n: int, size: int, classes: int, gen: torch.Generator) -> torch.Tensor:

@@ -151,8 +151,8 @@ def resolve_loss(context, items: Sequence[str]) -> Dict[str, str]:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from gp_losses.worker import device_for
     from gp_losses.rejection import Protocol
+    from gp_losses.sandboxed import device_for
     from gp_losses.torch_loss import PythonLoss
 
     context = _task_context(args)
@@ -179,7 +179,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from gp_losses.evaluate import proxy_evaluate
-    from gp_losses.worker import device_for
+    from gp_losses.sandboxed import device_for
 
     context = _task_context(args)
     import torch
@@ -192,7 +192,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                             context.config.proxy.timeout_s, context.config.search.stop_invalid)
     fixed = {"fixed": context.task_cls.fixed} if context.task_cls.fixed else {}  # search.branches left out
     print(json.dumps({"task": context.task_cls.name, "metric": context.metric, "seed": args.seed,
-                      "loss": exprs, **fixed, "device": device, **result}, indent=2))
+                      "loss": exprs, **fixed, "device": device, **result.to_dict()}, indent=2))
     return 0
 
 
@@ -208,34 +208,26 @@ def _number(text: str):
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    import csv
     from pathlib import Path
 
+    from gp_losses.context import build_context
+    from gp_losses import config as cfg
     from gp_losses.outcomes import branch_counts
+    from gp_losses.recorder import formulas
     from gp_losses.rundir import RunDir
 
     run = RunDir(Path(args.run_dir))
     if not (run.path / "status.json").is_file():
         raise InputError(f"{args.run_dir!r} is not a run directory (no status.json)")
-
-    def read_json(name: str, empty):
-        path = run.path / name
-        return json.loads(path.read_text()) if path.is_file() else empty
-
-    last = {}
-    if (run.path / "logbook.csv").is_file():
-        with open(run.path / "logbook.csv") as fh:
-            rows = list(csv.DictReader(fh))
-        last = {k: _number(v) for k, v in rows[-1].items()} if rows else {}
-    records = []
-    if (run.path / "evaluations.jsonl").is_file():
-        with open(run.path / "evaluations.jsonl") as fh:
-            records = [json.loads(line) for line in fh if line.strip()]
-    print(json.dumps({"run_dir": str(run.path), "status": run.owned_status(),
-                      "hall_of_fame": read_json("hall_of_fame.json", [])[:args.top],
-                      "baselines": read_json("baselines.json", {}), "final": read_json("final.json", {}),
-                      "last_batch": last,
-                      "branches": branch_counts(records)}, indent=2))
+    rows = run.read_logbook()
+    hall = run.hall_of_fame()[:args.top]
+    if any("formula" in entry and entry["formula"] is None for entry in hall):  # a running search
+        hall = formulas(hall, build_context(cfg.load(run.path / "config.yaml")).space)
+    print(json.dumps({"run_dir": str(run.path), "status": run.owned_status(), "hall_of_fame": hall,
+                      "baselines": run.read_json("baselines.json", {}),
+                      "final": run.read_json("final.json", {}),
+                      "last_batch": {k: _number(v) for k, v in rows[-1].items()} if rows else {},
+                      "branches": branch_counts(run.read_evaluations())}, indent=2))
     return 0
 
 

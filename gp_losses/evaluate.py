@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, Iterator, TypeVar
 import torch
 
 from gp_losses.core.errors import describe
+from gp_losses.outcomes import Training
 
 T = TypeVar("T")
 
@@ -99,8 +100,8 @@ class GuardedLoss:
 
 
 def proxy_evaluate(task: Any, loss: Callable[..., torch.Tensor], seed: int,
-                   timeout_s: float, stop_invalid: bool = True) -> Dict[str, Any]:
-    """Train `task` with `loss`; a dict with status, score, metrics, iterations, error, seconds."""
+                   timeout_s: float, stop_invalid: bool = True) -> Training:
+    """Train `task` with `loss`: how it ended (status, score, metrics, iterations, error, seconds)."""
     guarded = GuardedLoss(loss, stop_invalid)
     start = time.perf_counter()
     out: Dict[str, Any] = {"status": "ok", "score": None, "metrics": {}, "error": None}
@@ -115,8 +116,7 @@ def proxy_evaluate(task: Any, loss: Callable[..., torch.Tensor], seed: int,
     else:
         out.update(checked_result(task, result))
     out.setdefault("iterations", guarded.calls)
-    out["seconds"] = time.perf_counter() - start
-    return out
+    return Training(seconds=time.perf_counter() - start, **out)
 
 
 def is_number(value: Any) -> bool:

@@ -13,7 +13,6 @@ probabilities must be given probabilities.
 
 from __future__ import annotations
 
-import json
 import textwrap
 import types
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from gp_losses import __version__
 from gp_losses.core.errors import InputError
+from gp_losses.rundir import RunDir, search_pick
 from gp_losses.space import SearchSpace
 from gp_losses.torch_loss import PythonLoss
 from gp_losses.trees import Loss
@@ -148,14 +148,11 @@ def run_loss(run_dir: Union[str, Path], rank: Optional[int] = None) -> tuple:
     default the search's pick (rundir.search_pick)."""
     from gp_losses import config as cfg
     from gp_losses.context import build_context
-    from gp_losses.rundir import search_pick
-
     run = Path(run_dir)
     if not (run / "config.yaml").is_file():
         raise InputError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
     context = build_context(cfg.load(run / "config.yaml"))
-    path = run / "hall_of_fame.json"
-    hall = json.loads(path.read_text()) if path.is_file() else []
+    hall = RunDir(run).hall_of_fame()
     if not hall:
         raise InputError(f"{str(run_dir)!r} has no hall of fame yet: no loss to export")
     rank = rank or search_pick(run)
@@ -169,8 +166,7 @@ def run_source(run_dir: Union[str, Path], rank: Optional[int] = None) -> str:
     """The standalone module of the rank-`rank` loss of a run (default: the search's pick)."""
     context, expr, entry = run_loss(run_dir, rank)
     rank = entry["rank"]
-    final = Path(run_dir) / "final.json"
-    picked = final.is_file() and json.loads(final.read_text()).get("pick") == rank
+    picked = RunDir(Path(run_dir)).read_json("final.json", {}).get("pick") == rank
     chosen = " (the search's pick among its finalists: final.md)" if picked else ""
     header = (f"Loss of rank {rank}{chosen} of the search in {Path(run_dir).name}: task `{context.task_cls.name}`, "
               f"metric {context.metric}.\nSearch score {entry['score']:.4f} (proxy training, val split, the "

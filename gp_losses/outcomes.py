@@ -12,8 +12,9 @@ Plain data only (no torch), so that processes which only relay jobs stay light.
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
-from typing import Any, Deque, Dict, Optional, Tuple
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Deque, Dict, Mapping, Optional, Tuple
 
 from gp_losses.core.errors import RunFailed
 
@@ -27,35 +28,72 @@ STATIC = frozenset({"no_prediction", "no_target", "no_interaction"})
 TRANSIENT = frozenset({"timeout", "error"})
 """Protocol reasons and training statuses that are not facts about the loss."""
 
-@dataclass
+@dataclass(frozen=True)
 class ProtocolResult:
+    """How one candidate tree fared in the loss-rejection protocol (or the static checks).
+    `cached`: the answer came from a worker's protocol cache, not from a protocol run."""
+
     passed: bool
     reason: Optional[str] = None
     gain: Optional[float] = None
     fingerprint: Tuple[float, ...] = ()
     steps: int = 0
     seconds: float = 0.0
+    error: Optional[str] = None
+    cached: bool = False
 
-    def to_dict(self, error: Optional[str] = None) -> Dict[str, Any]:
+    @property
+    def cacheable(self) -> bool:
+        """Whether it is a fact about the loss: passed, or rejected for a deterministic reason."""
+        return self.passed or self.reason not in TRANSIENT
+
+    @property
+    def transient_failure(self) -> bool:
+        """Whether it says something about that one run only: a timeout, an error."""
+        return not self.passed and self.reason in TRANSIENT
+
+    def to_dict(self) -> Dict[str, Any]:
+        """As JSON (`gp-losses probe`)."""
         return {"passed": self.passed, "reason": self.reason, "gain": self.gain,
                 "fingerprint": list(self.fingerprint), "steps": self.steps,
-                "seconds": round(self.seconds, 6), "error": error}
+                "seconds": round(self.seconds, 6), "error": self.error}
 
 
-def training_failure(status: str, error: str, seconds: float = 0.0) -> Dict[str, Any]:
+@dataclass(frozen=True)
+class Training:
+    """How one proxy training ended: `ok` with a score, else `invalid` (the loss made the
+    network's outputs non-finite), `error` or `timeout`, with the error; where it ran."""
+
+    status: str
+    score: Optional[float] = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    iterations: int = 0
+    error: Optional[str] = None
+    seconds: float = 0.0
+    worker: Optional[str] = None
+    device: Optional[str] = None
+
+    @property
+    def reusable(self) -> bool:
+        """Whether an equivalent loss may reuse it (`ok` or `invalid`: facts about the loss)."""
+        return self.status not in TRANSIENT
+
+    def to_dict(self) -> Dict[str, Any]:
+        """As JSON (retrain/trainings.jsonl, `gp-losses train`); where it ran, when known."""
+        out = {"status": self.status, "score": self.score, "metrics": dict(self.metrics),
+               "iterations": self.iterations, "error": self.error, "seconds": self.seconds}
+        out.update({k: v for k, v in (("worker", self.worker), ("device", self.device)) if v is not None})
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Training":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def training_failure(status: str, error: str, seconds: float = 0.0) -> Training:
     """The result of a proxy training that ended without a score."""
-    return {"status": status, "score": None, "metrics": {}, "iterations": 0, "error": error,
-            "seconds": seconds}
-
-
-def cacheable(result: Dict[str, Any]) -> bool:
-    """Whether a protocol result is a fact about the loss (passed, or a deterministic reason)."""
-    return result["passed"] or result["reason"] not in TRANSIENT
-
-
-def reusable(result: Dict[str, Any]) -> bool:
-    """Whether an equivalent loss may reuse this training result (`ok` or `invalid`)."""
-    return result["status"] not in TRANSIENT
+    return Training(status, error=error, seconds=seconds)
 
 
 class FailureWatch:

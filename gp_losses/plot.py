@@ -9,13 +9,13 @@ several runs (an ablation, seeds of one setting).
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from gp_losses.core.errors import InputError
 from gp_losses.outcomes import REASONS
+from gp_losses.rundir import RunDir
 
 X_AXES = {"evaluations": ("evaluations", "proxy evaluations"),
           "seconds": ("seconds_wall", "wall time of the search (s)")}
@@ -24,12 +24,10 @@ X_AXES = {"evaluations": ("evaluations", "proxy evaluations"),
 
 def read_logbook(run_dir: Path) -> List[Dict[str, float]]:
     """logbook.csv's rows as numbers (an empty cell is NaN); InputError without one."""
-    path = Path(run_dir) / "logbook.csv"
-    if not path.is_file():
+    if not (Path(run_dir) / "logbook.csv").is_file():
         raise InputError(f"{str(run_dir)!r}: no logbook.csv; give the directory of a search "
                          "that has finished at least one batch")
-    with open(path) as fh:
-        return [{k: _float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    return [{k: _float(v) for k, v in row.items()} for row in RunDir(Path(run_dir)).read_logbook()]
 
 
 def _float(text: Optional[str]) -> float:

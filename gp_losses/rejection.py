@@ -25,6 +25,7 @@ For one branch tree, in order, stopping at the first decision:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -34,8 +35,8 @@ import torch
 
 from gp_losses.config import ProtocolConfig
 from gp_losses.outcomes import ProtocolResult
-from gp_losses.torch_loss import compile_tree
 from gp_losses.contract import Branch
+from gp_losses.torch_loss import compile_tree
 from gp_losses.trees import LossTree
 from primitives import OperatorSet
 
@@ -169,8 +170,7 @@ class Protocol:
         `static=False` skips the static checks (to measure them against the protocol)."""
         start = time.perf_counter()
         result = self._check(index, tree, optimize, static)
-        result.seconds = time.perf_counter() - start
-        return result
+        return dataclasses.replace(result, seconds=time.perf_counter() - start)
 
     def _check(self, index: int, tree: LossTree, optimize: bool, static: bool) -> ProtocolResult:
         cfg, branch = self.config, self.branches[index]

@@ -9,7 +9,7 @@
     hall_of_fame.json   the best losses: expressions, formulas, scores
     baselines.json      the task's baselines trained with the best loss's seed (at the end)
     final.json          the search's pick among the top K, trained longer on val (`final.top`
-    final.md, .csv      > 0; gp_losses/retrain.py choose_final); their trainings in retrain/
+    final.md, .csv      > 0; gp_losses/final.py); their trainings in retrain/
     checkpoint.pkl      everything needed to resume, written after every batch
     progress.png        top-5 score and loss counts against evaluations (gp_losses/plot.py)
     scoop.log           SCOOP's own log, under `python -m scoop`
@@ -33,7 +33,7 @@ from gp_losses import __version__
 from gp_losses.core.errors import InputError
 
 CHECKPOINT = "checkpoint.pkl"
-CHECKPOINT_FORMAT = 4
+CHECKPOINT_FORMAT = 5
 """Incremented whenever what a checkpoint holds changes; a checkpoint of another format is refused."""
 LOCK = ".lock"
 
@@ -54,11 +54,8 @@ def now() -> str:
 
 def search_pick(run: Path) -> int:
     """The hall rank of a run's result: final.json's pick where the search chose among
-    finalists (gp_losses/retrain.py), else 1, the hall's first (as in the paper)."""
-    path = Path(run) / "final.json"
-    if path.is_file():
-        return json.loads(path.read_text()).get("pick") or 1
-    return 1
+    finalists (gp_losses/final.py), else 1, the hall's first (as in the paper)."""
+    return RunDir(run).read_json("final.json", {}).get("pick") or 1
 
 
 class RunDir:
@@ -173,6 +170,9 @@ class RunDir:
             fh.truncate(size)
 
     def read_evaluations(self) -> List[Dict[str, Any]]:
+        """evaluations.jsonl's records ([] without one)."""
+        if not (self.path / "evaluations.jsonl").is_file():
+            return []
         with open(self.path / "evaluations.jsonl") as fh:
             return [json.loads(line) for line in fh if line.strip()]
 
@@ -191,6 +191,24 @@ class RunDir:
 
     def write_json(self, name: str, data: Any) -> None:
         atomic_write(self.path / name, (json.dumps(data, indent=2) + "\n").encode())
+
+    def read_json(self, name: str, default: Any) -> Any:
+        """A JSON file of the run (hall_of_fame.json, baselines.json, final.json), or `default`
+        when the run has not written it."""
+        path = self.path / name
+        return json.loads(path.read_text()) if path.is_file() else default
+
+    def hall_of_fame(self) -> List[Dict[str, Any]]:
+        """hall_of_fame.json's entries, best first ([] before the first scored batch)."""
+        return self.read_json("hall_of_fame.json", [])
+
+    def read_logbook(self) -> List[Dict[str, str]]:
+        """logbook.csv's rows as text ([] without one)."""
+        path = self.path / "logbook.csv"
+        if not path.is_file():
+            return []
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh))
 
     def save_checkpoint(self, state: Any) -> None:
         data = {"format": CHECKPOINT_FORMAT, "version": __version__, "state": state}

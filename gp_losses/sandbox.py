@@ -1,7 +1,8 @@
-"""A handle on the child process that runs a worker's jobs (gp_losses/worker.py).
+"""A worker's sandbox: the child process that holds the run's task and runs the worker's jobs
+(gp_losses/sandboxed.py), and dies alone.
 
-Every process that runs jobs — the one process of a serial run, each SCOOP worker, SCOOP's
-origin — sends them to its own child and waits for the answer. The child dying (a segfault,
+Every worker — the one process of a serial run, each SCOOP worker, the origin among them —
+sends its jobs to its own sandbox and waits for the answer. The child dying (a segfault,
 os._exit, an out-of-memory kill) shows up here as a closed pipe: the job is run again in a
 fresh child up to `proxy.retries` times, then reported as ProcessDied, and the worker carries
 on. A child that does not answer within the job's hard limit is killed (JobTimeout): its own
@@ -13,17 +14,16 @@ No torch here: a process that only relays jobs stays small.
 
 from __future__ import annotations
 
-import atexit
-import json
 import os
 import signal
 import subprocess
 import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 from gp_losses.core.errors import TaskSetupError
+from gp_losses.messages import Init, Job, RunSpec, SetupFailed
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 GRACE_S = 10.0
@@ -45,10 +45,10 @@ def hard_limit(seconds: float) -> float:
 class Sandbox:
     """One child process holding the run's task; started on first use, restarted after a death."""
 
-    def __init__(self, spec: Dict[str, Any], index: int = 0) -> None:
+    def __init__(self, spec: RunSpec, index: int = 0) -> None:
         self.spec = spec
         self.index = index
-        self.retries = int(spec["config"]["proxy"]["retries"])
+        self.retries = int(spec.config["proxy"]["retries"])
         self.proc: Optional[subprocess.Popen] = None
         self._send: Optional[Connection] = None
         self._recv: Optional[Connection] = None
@@ -61,9 +61,9 @@ class Sandbox:
             return
         to_child, from_parent = os.pipe()[::-1]
         to_parent, from_child = os.pipe()[::-1]
-        threads = str(self.spec["config"]["proxy"]["threads"])
+        threads = str(self.spec.config["proxy"]["threads"])
         env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-        code = (f"import sys; sys.path.insert(0, {ROOT!r}); from gp_losses.worker import main; "
+        code = (f"import sys; sys.path.insert(0, {ROOT!r}); from gp_losses.sandboxed import main; "
                 f"main({from_parent}, {to_parent}, {os.getpid()})")
         stdout = sys.__stderr__.fileno() if sys.__stderr__ else subprocess.DEVNULL  # stdout is for JSON
         self.proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(from_parent, to_parent),
@@ -71,24 +71,24 @@ class Sandbox:
         os.close(from_parent)
         os.close(to_parent)
         self._send, self._recv = Connection(to_child, readable=False), Connection(from_child, writable=False)
-        self._send.send(("init", {"spec": self.spec, "index": self.index, "path": list(sys.path)}))
+        self._send.send(Init(self.spec, self.index, tuple(sys.path)))
         try:
-            tag, answer = self._answer(None)
+            answer = self._answer(None)
         except ProcessDied as exc:
             self.close()
-            raise TaskSetupError(f"task setup: the worker process died ({exc})") from None
-        if tag == "failed":
+            raise TaskSetupError(f"task setup: the sandbox died ({exc})") from None
+        if isinstance(answer, SetupFailed):
             self.close()
-            raise TaskSetupError(*answer)
+            raise TaskSetupError(answer.message, answer.bad_input)
 
-    def call(self, kind: str, job: Any, timeout: float) -> Dict[str, Any]:
+    def call(self, job: Job, timeout: float) -> Any:
         """Run one job in the child; its result, or ProcessDied / JobTimeout."""
         for _ in range(1 + self.retries):
             self.start()
             try:
                 self.busy = True
-                self._send.send((kind, job))
-                answer = self._answer(timeout)[1]
+                self._send.send(job)
+                answer = self._answer(timeout)
                 self.busy = False
                 return answer
             except (ProcessDied, BrokenPipeError) as exc:
@@ -99,7 +99,7 @@ class Sandbox:
     def _answer(self, timeout: Optional[float]) -> Any:
         if not self._recv.poll(timeout):
             self.close(kill=True)
-            raise JobTimeout(f"no answer in {timeout:g} s: the worker process was killed")
+            raise JobTimeout(f"no answer in {timeout:g} s: the sandbox was killed")
         try:
             return self._recv.recv()
         except (EOFError, OSError):
@@ -139,25 +139,11 @@ class Sandbox:
         self.proc = None
 
 
-_SANDBOXES: Dict[str, Any] = {}
+def open_sandbox(spec: RunSpec, index: int = 0) -> Any:
+    """A sandbox for the run (with `proxy.isolate: false`, a stand-in that runs the jobs in this
+    process); `index` is the worker's slot on its node, which picks its GPU."""
+    if spec.config["proxy"]["isolate"]:
+        return Sandbox(spec, index)
+    from gp_losses.sandboxed import InProcess  # imports torch: only where jobs run here
 
-
-def sandbox(spec: Dict[str, Any], index: int = 0) -> Any:
-    """This process's sandbox for `spec` (with `proxy.isolate: false`, a stand-in that runs
-    jobs in this process); one run at a time, so any other is closed."""
-    key = json.dumps(spec, sort_keys=True)
-    if key not in _SANDBOXES:
-        close_all()
-        if spec["config"]["proxy"]["isolate"]:
-            _SANDBOXES[key] = Sandbox(spec, index)
-        else:
-            from gp_losses.worker import InProcess  # imports torch: only where jobs run here
-
-            _SANDBOXES[key] = InProcess(spec, index)
-    return _SANDBOXES[key]
-
-
-@atexit.register
-def close_all() -> None:
-    while _SANDBOXES:
-        _SANDBOXES.popitem()[1].close()
+    return InProcess(spec, index)

@@ -14,15 +14,18 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from gp_losses import cluster
 from gp_losses import config as cfg
 from gp_losses.context import build_context, load_run_config
 from gp_losses.core.errors import InputError
-from gp_losses.evolution import Evolution, SearchState, evaluation_seed
-from gp_losses.parallel import (parallel_map, route_scoop_log, scoop_running, start_workers,
-                                train_job, worker_count)
-from gp_losses.retrain import choose_final
+from gp_losses.evolution import Evolution, evaluation_seed
+from gp_losses.final import choose_final
+from gp_losses.jobs import close_sandbox, start_workers, train_job
+from gp_losses.messages import TrainJob
+from gp_losses.population import SearchState
 from gp_losses.rundir import RunDir, atomic_write
-from gp_losses.sandbox import close_all, hard_limit
+from gp_losses.sandbox import hard_limit
+from gp_losses.workers import parallel_map
 
 log = logging.getLogger("gp_losses")
 
@@ -67,7 +70,7 @@ def prepare(task: Optional[str], config_path: Optional[str], out: Optional[str],
         extra.append(f"search.evaluations={evaluations}")
     config = load_run_config(task, config_path, extra, operators)
     if config.search.batch == 0:
-        config = cfg.replace(config, search={"batch": worker_count()})
+        config = cfg.replace(config, search={"batch": cluster.size()})
     context = build_context(config)
     path = Path(out) if out else default_out(config, context.task_cls.name or "task", context.metric)
     return context, RunDir.create(path, cfg.dump(config)), None
@@ -82,28 +85,26 @@ def run_search(task: Optional[str], config_path: Optional[str] = None, out: Opti
     try:
         return _search(context, rundir, state)
     finally:
-        close_all()
+        close_sandbox()
         rundir.release()
 
 
 def _search(context, rundir: RunDir, state: Optional[SearchState]) -> Dict[str, Any]:
-    workers = worker_count()
+    workers = cluster.size()
     run_id = hashlib.sha1(str(rundir.path.resolve()).encode()).hexdigest()[:12]
     evolution = Evolution(context, rundir, workers, state, run_id)
     log.info("run %s: task %s, metric %s, %d evaluations, %d worker(s)%s, batch %d",
              rundir.path, context.task_cls.name, context.metric, context.config.search.evaluations,
-             workers, " (SCOOP)" if scoop_running() else "", evolution.batch_size)
+             workers, " (SCOOP)" if cluster.running() else "", evolution.batch_size)
     rundir.write_status("running", evaluations=evolution.state.evaluations)
     for name in ("final.json", "final.md", "final.csv"):  # a resumed search may change the hall
         (rundir.path / name).unlink(missing_ok=True)
-    route_scoop_log(str(rundir.path / "scoop.log"))
+    cluster.route_log(str(rundir.path / "scoop.log"))
     try:
-        log.info("setting up task %s in %d worker process(es)", context.task_cls.name, workers)
+        log.info("setting up task %s in %d worker(s)", context.task_cls.name, workers)
         start_workers(evolution.spec)
         ended = evolution.run()
-        if ended.logbook:
-            evolution.draw(final=True)
-        hall = evolution.hall_of_fame()
+        hall = evolution.recorder.finish(ended)
         baselines = {}
         if context.config.search.compare_baselines and hall:
             baselines = compare_baselines(evolution, context, hall[0]["eval"])
@@ -128,10 +129,10 @@ def compare_baselines(evolution: Evolution, context, best_eval: int) -> Dict[str
     """Each baseline of the task trained with the seed of the best loss's evaluation."""
     seed = evaluation_seed(context.config.seed, best_eval)
     names = list(context.task_cls.baselines)
-    jobs = [(evolution.spec, context.task_cls.baselines[name], seed) for name in names]
+    jobs = [TrainJob(evolution.spec.key, context.task_cls.baselines[name], seed) for name in names]
     results = parallel_map(train_job, jobs, item_limit_s=hard_limit(context.config.proxy.timeout_s))
-    return {name: {"score": r["score"], "status": r["status"], "metrics": r["metrics"], "seed": seed,
-                   "expr": context.task_cls.baselines[name], "error": r["error"]}
+    return {name: {"score": r.score, "status": r.status, "metrics": dict(r.metrics), "seed": seed,
+                   "expr": context.task_cls.baselines[name], "error": r.error}
             for name, r in zip(names, results)}
 
 

@@ -27,12 +27,19 @@ import bisect
 import collections
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from gp_losses.messages import Checked, RangeDone
 
 RANDOM = -1
 """The slot number that seeds the run's stream of random candidates (slots count from 0)."""
-Result = Tuple[int, str, Dict[str, Any], Dict[str, Any]]
-"""A checked candidate: (index, expr, origin {"op", "steps"}, protocol result dict)."""
+
+
+class Answer(NamedTuple):
+    """What a stream gives one slot: the candidates it rejected, in order, and the one it took."""
+
+    rejected: List[Checked]
+    accepted: Checked
 
 
 @dataclass
@@ -58,7 +65,7 @@ class Stream:
     handed: int = 0
     gaps: List[Tuple[int, int]] = field(default_factory=list)
     """Ranges handed out and returned unchecked, to hand out again."""
-    done: Dict[int, Result] = field(default_factory=dict)
+    done: Dict[int, Checked] = field(default_factory=dict)
     passes: List[int] = field(default_factory=list)
     """Indices known to pass, in order."""
     prefix: int = 0
@@ -120,18 +127,18 @@ class Stream:
             self.next += size
         return ranges
 
-    def absorb(self, lo: int, hi: int, end: int, results: List[Result], seconds: float = 0.0) -> None:
-        """A worker's answer for the range [lo, hi): indices lo .. end-1 checked in `seconds`."""
-        if end > lo and seconds > 0:
-            rate = (end - lo) / seconds
+    def absorb(self, lo: int, hi: int, done: RangeDone) -> None:
+        """A worker's answer for the range [lo, hi): indices lo .. done.end-1 checked."""
+        end = done.end
+        if end > lo and done.seconds > 0:
+            rate = (end - lo) / done.seconds
             self.rate = rate if self.rate is None else 0.5 * (self.rate + rate)
-        for result in results:
-            index = result[0]
-            if index < self.start:  # already used by a slot
+        for checked in done.checked:
+            if checked.index < self.start:  # already used by a slot
                 continue
-            self.done[index] = result
-            if result[3]["passed"]:
-                bisect.insort(self.passes, index)
+            self.done[checked.index] = checked
+            if checked.result.passed:
+                bisect.insort(self.passes, checked.index)
         if end < hi:
             self.gaps.append((end, hi))
             self.gaps.sort()
@@ -150,21 +157,20 @@ class Stream:
         while self.prefix in self.done:
             self.prefix += 1
 
-    def answer(self, j: int) -> Optional[Tuple[List[Result], Result]]:
-        """The j-th slot's (rejected candidates in order, accepted one) once known — every
-        candidate before its pass checked — else None: slot j gets the candidates after the
-        (j-1)-th pass, up to the j-th."""
+    def answer(self, j: int) -> Optional[Answer]:
+        """The j-th slot's answer once known — every candidate before its pass checked — else
+        None: slot j gets the candidates after the (j-1)-th pass, up to the j-th."""
         if j >= min(self.wanted, len(self.passes)) or self.prefix <= self.passes[j]:
             return None
         index = self.passes[j]
         first = self.passes[j - 1] + 1 if j else self.start
-        return [self.done[i] for i in range(first, index)], self.done[index]
+        return Answer([self.done[i] for i in range(first, index)], self.done[index])
 
-    def answers(self) -> List[Tuple[List[Result], Result]]:
+    def answers(self) -> List[Optional[Answer]]:
         """answer(j) for every slot the stream fills (of a decided stream)."""
         return [self.answer(j) for j in range(self.wanted)]
 
-    def speculative(self) -> List[Result]:
+    def speculative(self) -> List[Checked]:
         """Candidates checked past the last one needed: work the answers did not use."""
         last = self.last
         return [r for i, r in self.done.items() if last is not None and i > last]

@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from deap import gp
 
+from gp_losses.messages import Made
 from gp_losses.trees import LossTree
 
 HEIGHT_LIMIT = 17
@@ -153,10 +154,10 @@ def candidate_rng(seed: int, slot: int, branch: int, index: int) -> random.Rando
 
 
 def candidate(pset: gp.PrimitiveSet, parent: Optional[LossTree], rng: random.Random, depth: int = 3,
-              height_limit: int = HEIGHT_LIMIT) -> Tuple[LossTree, Dict[str, object]]:
+              height_limit: int = HEIGHT_LIMIT) -> Tuple[LossTree, Made]:
     """A candidate tree for one branch: random (`parent` None, while initializing) or an
-    offspring of the parent's tree; with how it was made ({"op", "steps"})."""
+    offspring of the parent's tree; with how it was made."""
     if parent is None:
-        return random_tree(pset, rng, depth), {"op": "init", "steps": []}
+        return random_tree(pset, rng, depth), Made("init")
     child, op, steps = offspring(parent, pset, rng, depth, height_limit)
-    return child, {"op": op, "steps": steps}
+    return child, Made(op, tuple(steps))

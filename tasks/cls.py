@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gp_losses.core.options import option
-from gp_losses.contract import Branch
+from gp_losses.contract import Branch, LossFn, Probe, Task, TrainResult
+from gp_losses.core.options import ConfigError, option
 from primitives import CLASSIFICATION_INPUTS
-from gp_losses.contract import LossFn, Probe, Task, TrainResult
+from tasks.dataset import not_finite
 
 NUM_CLASSES = 10
 NUM_IMAGES = 1797
@@ -57,8 +57,6 @@ class DigitsTask(Task):
 
     @classmethod
     def check_options(cls, options: Any) -> None:
-        from gp_losses.core.options import ConfigError
-
         if NUM_IMAGES - options.eval_size - options.test_size < 100:
             raise ConfigError(f"task.options.eval_size + test_size: {options.eval_size} + {options.test_size} "
                               f"leave fewer than 100 of the {NUM_IMAGES} images to train on")
@@ -114,7 +112,8 @@ class DigitsTask(Task):
             sgd.step()
         with torch.no_grad():
             logits = net(self.x_eval)
-        if not torch.isfinite(logits).all():  # argmax of NaN logits would score about 10 %
-            return TrainResult.invalid("the trained network's outputs are not finite", opt.iterations)
+        invalid = not_finite("outputs", [logits], opt.iterations)  # NaN logits' argmax: about 10 %
+        if invalid:
+            return invalid
         accuracy = (logits.argmax(dim=1) == self.y_eval).float().mean().item()
         return TrainResult(score=accuracy, metrics={"accuracy": accuracy}, iterations=opt.iterations)

@@ -1,5 +1,5 @@
 """What the COCO-format tasks share: pycocotools' COCOeval on in-memory ground truth and
-results, quietly (pycocotools prints; stdout is for JSON), and writing an annotation file.
+results, quietly (pycocotools prints; stdout is for JSON), and writing a generated split.
 Pose keypoint AP and detection / instance-segmentation AP both use them."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Callable, Dict, List, Tuple
+
+import numpy as np
 
 
 def coco_stats(ground_truth: Dict, results: List[Dict], iou_type: str) -> List[float]:
@@ -38,3 +40,25 @@ def write_annotations(path: Path, images: List[Dict], annotations: List[Dict], c
     tmp.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     tmp.replace(path)
     return path
+
+
+def write_split(root: Path, split: str, n: int, seed: int, annotations_file: str, categories: List[Dict],
+                render: Callable[[np.random.RandomState], Tuple[Any, List[Dict]]], suffix: str = ".png",
+                **save: Any) -> Path:
+    """Write `n` generated images of `split` under root/split and their COCO file root/
+    annotations/`annotations_file`: `render(rng)` makes one image (PIL) and its annotations
+    (without ids), all drawn from one RandomState(seed); images and annotations are numbered
+    from 1 in order. `save`: PIL's options for the image files."""
+    rng = np.random.RandomState(seed)
+    image_dir = root / split
+    image_dir.mkdir(parents=True, exist_ok=True)
+    images: List[Dict] = []
+    annotations: List[Dict] = []
+    for k in range(n):
+        image, anns = render(rng)
+        name = f"{k:06d}{suffix}"
+        image.save(image_dir / name, **save)
+        images.append({"id": k + 1, "file_name": name, "width": image.width, "height": image.height})
+        for ann in anns:
+            annotations.append({"id": len(annotations) + 1, "image_id": k + 1, **ann})
+    return write_annotations(root / "annotations" / annotations_file, images, annotations, categories)

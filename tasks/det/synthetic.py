@@ -4,7 +4,7 @@ as a COCO dataset, read back through the same loader as real COCO data (tasks/de
     annotations/instances_{train,val,test}.json     boxes, RLE instance masks, categories
     {train,val,test}/NNNNNN.jpg
 
-The scenes are the segmentation task's (tasks/seg/synthetic.py: five shape categories of
+The scenes are the segmentation task's (tasks/scenes.py: five shape categories of
 varied size, aspect, colour and texture, overlapping one another, on clutter), drawn without
 void outlines. An object's instance mask is the part of it left visible by the objects painted
 after it, and its box that mask's extent; an object left with fewer than `MIN_AREA` visible
@@ -20,8 +20,8 @@ from typing import Dict, List
 import numpy as np
 from PIL import Image
 
-from tasks.coco import write_annotations
-from tasks.seg.synthetic import CLASSES, render_instances
+from tasks import coco
+from tasks.scenes import CLASSES, render_instances
 
 CATEGORIES = [{"id": k, "name": name, "supercategory": "shape"} for k, name in enumerate(CLASSES) if k]
 MIN_AREA = 12
@@ -35,8 +35,8 @@ def encode_mask(mask: np.ndarray) -> Dict:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def annotate(instances, first_id: int, image_id: int) -> List[Dict]:
-    """COCO annotations of one scene's objects (painting order, later ones on top)."""
+def annotate(instances) -> List[Dict]:
+    """COCO annotations (without ids) of one scene's objects (painting order, later ones on top)."""
     anns = []
     covered = np.zeros_like(instances[0][1]) if instances else None
     visible_masks = []
@@ -51,27 +51,19 @@ def annotate(instances, first_id: int, image_id: int) -> List[Dict]:
         x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
         if x1 - x0 < 2 or y1 - y0 < 2:
             continue
-        anns.append({"id": first_id + len(anns), "image_id": image_id, "category_id": int(kind),
-                     "bbox": [x0, y0, x1 - x0, y1 - y0], "area": area, "iscrowd": 0,
-                     "segmentation": encode_mask(visible)})
+        anns.append({"category_id": int(kind), "bbox": [x0, y0, x1 - x0, y1 - y0], "area": area,
+                     "iscrowd": 0, "segmentation": encode_mask(visible)})
     return anns
 
 
 def write_split(root: Path, split: str, n: int, seed: int, size: int) -> Path:
     """Write `n` images and `annotations/instances_{split}.json` under `root`."""
-    rng = np.random.RandomState(seed)
-    image_dir = root / split
-    image_dir.mkdir(parents=True, exist_ok=True)
-    images: List[Dict] = []
-    annotations: List[Dict] = []
-    for k in range(n):
+    def scene(rng: np.random.RandomState):
         image, _, instances = render_instances(rng, size, 0.0)
-        name = f"{k:06d}.jpg"
-        Image.fromarray(image).save(image_dir / name, quality=95)
-        images.append({"id": k + 1, "file_name": name, "width": size, "height": size})
-        annotations += annotate(instances, len(annotations) + 1, k + 1)
-    path = root / "annotations" / f"instances_{split}.json"
-    return write_annotations(path, images, annotations, CATEGORIES)
+        return Image.fromarray(image), annotate(instances)
+
+    return coco.write_split(root, split, n, seed, f"instances_{split}.json", CATEGORIES, scene,
+                            ".jpg", quality=95)
 
 
 def ensure_dataset(root: Path, sizes: Dict[str, int], seed: int, size: int) -> Path:

@@ -20,18 +20,16 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
-from gp_losses.core.options import option
+from gp_losses.contract import LossFn, Probe, TrainResult
 from gp_losses.core.errors import InputError
-from gp_losses.contract import LossFn, Probe, Task, TrainResult
-from tasks.dataset import schedule_length
-from tasks.cache import dataset_root
+from gp_losses.core.options import ConfigError, option
+from tasks.dataset import DataOptions, DatasetTask, Draws
 from tasks.det import probe as det_probe
 from tasks.det.data import CocoDetection, collate
 from tasks.det.heads import BRANCHES, MASK_BRANCH, smooth_l1, use_losses
 from tasks.det.metric import coco_ap, coco_results
 from tasks.det.model import MODELS, build
 from tasks.det.synthetic import ensure_dataset
-from tasks.seg.data import Draws
 
 CE = "Neg(Mul(y, Log(yhat)))"
 IOU = "Neg(Log(Mul(i, Inv(u))))"  # -log(IoU), UnitBox (the paper's [59])
@@ -53,7 +51,7 @@ class Collector:
         return torch.zeros(())
 
 
-class DetTask(Task):
+class DetTask(DatasetTask):
     """Object detection, Faster R-CNN, on synthetic scenes or COCO; COCO box AP."""
 
     name = "det"
@@ -75,17 +73,10 @@ class DetTask(Task):
     }
 
     @dataclass(frozen=True)
-    class Options:
-        data_root: str = ""            # COCO-layout directory; "" = built-in synthetic scenes
-        train_split: str = "train"
-        val_split: str = "val"
-        test_split: str = "test"
-        cache_dir: str = ""            # where synthetic data is written ("" = ~/.cache/gp_losses)
-        synthetic_train: int = option(600, 1)
-        synthetic_val: int = option(200, 1)
-        synthetic_test: int = option(200, 1)
-        synthetic_seed: int = option(0, 0, 2 ** 32 - 1)
-        synthetic_size: int = option(96, 32, 4096, help="side of the synthetic images, pixels")
+    class Options(DataOptions):
+        """data_root: a COCO-layout directory; "" = built-in synthetic scenes."""
+
+        batch_size: int = option(4, 1)
         size: int = option(96, 16, help="images are resized so that their shorter side is this...")
         max_size: int = option(0, 0, help="...and their longer side at most this (0: size)")
         model: str = option("small", choices=MODELS)
@@ -93,9 +84,6 @@ class DetTask(Task):
         weights_file: str = ""         # local weights for resnet50_fpn (a state dict)
         rpn_batch: int = option(64, 2, help="anchors sampled per image for the RPN's losses")
         roi_batch: int = option(64, 2, help="proposals sampled per image for the RoI heads' losses")
-        iterations: int = option(600, 1, help="proxy training length, unless epochs > 0")
-        epochs: float = option(0.0, 0)
-        batch_size: int = option(4, 1)
         optimizer: str = option("sgd", choices=("sgd", "adam"))
         lr: float = option(0.02, 0, lo_open=True)
         momentum: float = option(0.9, 0, 1, help="SGD momentum")
@@ -105,31 +93,38 @@ class DetTask(Task):
                                help="step: ×0.1 at 8/12 and 11/12 of training (MMDetection's 1x, in proportion)")
         clip_grad: float = option(10.0, 0, help="gradient norm clip (0: none)")
         eval_batch: int = option(16, 1)
-        train_limit: int = option(0, 0, help="use only the first N training images (0 = all)")
-        val_limit: int = option(0, 0, help="likewise for the scored split (val or test)")
-        loader_workers: int = option(0, 0, help="DataLoader processes; 0: in the training process")
-        pin_memory: bool = False       # DataLoader pin_memory, for CUDA
 
     @classmethod
     def check_options(cls, options: Any) -> None:
-        from gp_losses.core.options import ConfigError
-
         if options.max_size and options.max_size < options.size:
             raise ConfigError(f"task.options.max_size: {options.max_size} is below task.options.size "
                               f"({options.size}); the longer side cannot be shorter than the shorter one")
 
     # --- data ----------------------------------------------------------------------------
-    def _root(self) -> Path:
+    collate = staticmethod(collate)
+
+    def _sizes(self) -> Dict[str, int]:
         opt = self.options
-        sizes = {"train": opt.synthetic_train, "val": opt.synthetic_val, "test": opt.synthetic_test}
-        name = f"det-synthetic-v1-{'-'.join(map(str, sizes.values()))}-{opt.synthetic_seed}-{opt.synthetic_size}"
-        return dataset_root(opt, name, lambda root: ensure_dataset(root, sizes, opt.synthetic_seed,
-                                                                   opt.synthetic_size))
+        return {"train": opt.synthetic_train, "val": opt.synthetic_val, "test": opt.synthetic_test}
+
+    def synthetic_name(self) -> str:
+        opt = self.options
+        return f"det-synthetic-v1-{'-'.join(map(str, self._sizes().values()))}-{opt.synthetic_seed}-{opt.synthetic_size}"
+
+    def write_synthetic(self, root: Path) -> Path:
+        return ensure_dataset(root, self._sizes(), self.options.synthetic_seed, self.options.synthetic_size)
+
+    def build_network(self) -> torch.nn.Module:
+        opt = self.options
+        return build(opt.model, self.classes, self.masks, opt.size, opt.max_size or opt.size, opt.width,
+                     opt.rpn_batch, opt.roi_batch, opt.weights_file or None)
+
+    def train_size(self) -> int:
+        return len(self.train_data)
 
     def setup(self) -> None:
         opt = self.options
-        root = self._root()
-        self.scored_split = {"val": opt.val_split, "test": opt.test_split}[self.split]
+        root = self.root()
         self.train_data = CocoDetection(root, opt.train_split, self.masks, opt.train_limit or None)
         self.eval_data = CocoDetection(root, self.scored_split, self.masks, opt.val_limit or None)
         if self.train_data.category_ids != self.eval_data.category_ids:
@@ -144,17 +139,6 @@ class DetTask(Task):
                    for a in self.eval_data.anns.get(im["id"], [])):
             raise InputError(f"detection data: split {self.scored_split!r} has no annotated object to score")
 
-    def _loader(self, dataset, **kwargs) -> torch.utils.data.DataLoader:
-        opt = self.options
-        return torch.utils.data.DataLoader(dataset, num_workers=opt.loader_workers, collate_fn=collate,
-                                           pin_memory=opt.pin_memory and self.device.type == "cuda", **kwargs)
-
-    def _network(self, seed: int) -> torch.nn.Module:
-        torch.manual_seed(seed)
-        opt = self.options
-        return build(opt.model, self.classes, self.masks, opt.size, opt.max_size or opt.size, opt.width,
-                     opt.rpn_batch, opt.roi_batch, opt.weights_file or None).to(self.device)
-
     def _to_device(self, images, targets):
         images = [im.to(self.device, non_blocking=True) for im in images]
         targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets]
@@ -167,7 +151,7 @@ class DetTask(Task):
         gen = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(self.labelled), generator=gen)[:n].tolist()
         images, targets = self._to_device(*collate([self.train_data[self.labelled[k]] for k in order]))
-        net = self._network(seed).train()
+        net = self.network(seed).train()
         outputs, ideal, det_targets = det_probe.build_probe(net, images, targets, opt.rpn_batch,
                                                             opt.roi_batch, self.masks)
         names = [b.name for b in BRANCHES + ((MASK_BRANCH,) if self.masks else ())]  # searched or not
@@ -181,9 +165,6 @@ class DetTask(Task):
         return det_probe.image_scores(dict(outputs), targets[self.branches[0].name])
 
     # --- the proxy -----------------------------------------------------------------------
-    def iterations(self) -> int:
-        return schedule_length(self.options, len(self.train_data))
-
     def _lr_factor(self, iteration: int, total: int) -> float:
         opt = self.options
         factor = min(1.0, (iteration + 1) / opt.warmup) if opt.warmup else 1.0
@@ -194,19 +175,16 @@ class DetTask(Task):
     def train(self, loss: LossFn, seed: int) -> TrainResult:
         self.ensure_setup()
         opt = self.options
-        net = self._network(seed).train()
+        net = self.network(seed).train()
         collector = Collector()
         use_losses(net, collector)
         params = [p for p in net.parameters() if p.requires_grad]
-        if opt.optimizer == "sgd":
-            optim = torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
-        else:
-            optim = torch.optim.Adam(params, lr=opt.lr)
+        optim = self.optimizer(params)
         total = self.iterations()
         sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda i: self._lr_factor(i, total))
         draws = Draws(len(self.labelled), total, opt.batch_size, seed)
         labelled = torch.utils.data.Subset(self.train_data, self.labelled)
-        for images, targets in self._loader(labelled, batch_sampler=draws):
+        for images, targets in self.loader(labelled, batch_sampler=draws):
             collector.inputs = {}
             net(*self._to_device(images, targets))
             value = loss(collector.inputs)
@@ -227,7 +205,7 @@ class DetTask(Task):
         results: List[Dict] = []
         ids = self.eval_data.category_ids
         with torch.no_grad():
-            for images, targets in self._loader(self.eval_data, batch_size=self.options.eval_batch):
+            for images, targets in self.loader(self.eval_data, batch_size=self.options.eval_batch):
                 detections = net([im.to(self.device) for im in images])
                 for det, target in zip(detections, targets):
                     if not all(torch.isfinite(v).all() for v in det.values() if v.is_floating_point()):

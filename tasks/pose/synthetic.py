@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tasks.coco import write_annotations
+from tasks import coco
 from tasks.pose.keypoints import CATEGORY, K
 
 # keypoint indices
@@ -138,19 +138,11 @@ def render(rng: np.random.RandomState, size: int) -> Tuple[Image.Image, Dict]:
 
 def write_split(root: Path, split: str, n: int, seed: int, size: int) -> Path:
     """Write `n` images and `annotations/person_keypoints_{split}.json` under `root`."""
-    rng = np.random.RandomState(seed)
-    image_dir = root / split
-    image_dir.mkdir(parents=True, exist_ok=True)
-    images: List[Dict] = []
-    annotations: List[Dict] = []
-    for k in range(n):
+    def person(rng: np.random.RandomState):
         image, ann = render(rng, size)
-        name = f"{k:06d}.png"
-        image.save(image_dir / name)
-        images.append({"id": k + 1, "file_name": name, "width": size, "height": size})
-        annotations.append({"id": k + 1, "image_id": k + 1, "category_id": 1, "iscrowd": 0, **ann})
-    path = root / "annotations" / f"person_keypoints_{split}.json"
-    return write_annotations(path, images, annotations, [CATEGORY])
+        return image, [{"category_id": 1, "iscrowd": 0, **ann}]
+
+    return coco.write_split(root, split, n, seed, f"person_keypoints_{split}.json", [CATEGORY], person)
 
 
 def ensure_dataset(root: Path, n_train: int, n_val: int, seed: int, size: int,

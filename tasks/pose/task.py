@@ -22,19 +22,17 @@ from typing import Any, Dict, Mapping
 import numpy as np
 import torch
 
-from gp_losses.core.options import option
+from gp_losses.contract import Branch, LossFn, Probe, TrainResult
 from gp_losses.core.errors import InputError
-from gp_losses.contract import Branch
+from gp_losses.core.options import ConfigError, option
 from primitives import ONE, Y, YHAT_REAL
-from gp_losses.contract import LossFn, Probe, Task, TrainResult
-from tasks.dataset import schedule_length
-from tasks.cache import dataset_root
+from tasks.dataset import DataOptions, DatasetTask, not_finite
 from tasks.pose import data as pose_data
 from tasks.pose import metric as pose_metric
 from tasks.pose.model import build_model
 
 
-class PoseTask(Task):
+class PoseTask(DatasetTask):
     """Top-down heatmap pose estimation on synthetic people or COCO; COCO keypoint AP."""
 
     name = "pose"
@@ -47,44 +45,33 @@ class PoseTask(Task):
                                   "labelled joint and 0 otherwise (w[:, :, None, None])"}
 
     @dataclass(frozen=True)
-    class Options:
-        data_root: str = ""            # COCO-layout directory; "" = built-in synthetic people
-        train_split: str = "train"
-        val_split: str = "val"
-        test_split: str = "test"
-        cache_dir: str = ""            # where synthetic data is written ("" = ~/.cache/gp_losses)
+    class Options(DataOptions):
+        """data_root: a COCO-layout directory; "" = built-in synthetic people."""
+
         synthetic_train: int = option(1500, 1)
         synthetic_val: int = option(300, 1)
         synthetic_test: int = option(300, 1)
-        synthetic_seed: int = option(0, 0, 2 ** 32 - 1)
         synthetic_size: int = option(128, 32, 4096, help="side of the synthetic images, pixels")
         train_limit: int = option(0, 0, help="use only the first N training persons (0 = all)")
-        val_limit: int = option(0, 0, help="likewise for the scored split (val or test)")
+        iterations: int = option(1000, 1, help="proxy training length, unless epochs > 0")
         model: str = option("small", choices=("small", "resnet50"))
         stride: int = option(2, choices=(2, 4, 8), help="heatmap stride of the small model (resnet50: 4)")
         width: int = option(32, 2, help="channels of the small model")
         weights_file: str = ""         # local ResNet-50 weights for model=resnet50
         input_height: int = option(64, 1)
         input_width: int = option(48, 1)
-        iterations: int = option(1000, 1, help="proxy training length, unless epochs > 0")
-        epochs: float = option(0.0, 0)
-        batch_size: int = option(8, 1)
         lr: float = option(3e-3, 0, lo_open=True, help="Adam")
         warmup: int = option(50, 1, help="linear warm-up iterations, then the schedule")
         schedule: str = option("cosine", choices=("cosine", "constant"))
         eval_batch: int = option(128, 1)
         loader: str = option("memory", choices=("memory", "stream"),
                              help="memory: all crops made once, as tensors; stream: a DataLoader")
-        loader_workers: int = option(0, 0, help="DataLoader processes (stream); 0: in the training process")
-        pin_memory: bool = False       # DataLoader pin_memory (stream), for CUDA
         augment: bool = False          # Simple Baselines' flip, scale and rotation (stream)
         augment_scale: float = option(0.3, 0, 0.9, help="crop scale factor in [1 - s, 1 + s]")
         augment_rotation: float = option(40.0, 0, 180, help="rotation in [-r, r] degrees")
 
     @classmethod
     def check_options(cls, options: Any) -> None:
-        from gp_losses.core.options import ConfigError
-
         multiple = 8 if options.model == "small" else 32  # the encoder's total stride
         for key in ("input_height", "input_width"):
             if getattr(options, key) % multiple:
@@ -97,15 +84,23 @@ class PoseTask(Task):
                               "task.options.loader: stream")
 
     # --- data ----------------------------------------------------------------------------
-    def _root(self) -> Path:
+    def synthetic_name(self) -> str:
+        opt = self.options
+        return f"pose-synthetic-v1-{opt.synthetic_train}-{opt.synthetic_val}-{opt.synthetic_seed}-{opt.synthetic_size}"
+
+    def write_synthetic(self, root: Path) -> Path:
         from tasks.pose.synthetic import ensure_dataset
 
         opt = self.options
-        name = (f"pose-synthetic-v1-{opt.synthetic_train}-{opt.synthetic_val}-"
-                f"{opt.synthetic_seed}-{opt.synthetic_size}")
-        return dataset_root(opt, name, lambda root: ensure_dataset(root, opt.synthetic_train, opt.synthetic_val,
-                                                                   opt.synthetic_seed, opt.synthetic_size,
-                                                                   opt.synthetic_test))
+        return ensure_dataset(root, opt.synthetic_train, opt.synthetic_val, opt.synthetic_seed,
+                              opt.synthetic_size, opt.synthetic_test)
+
+    def build_network(self) -> torch.nn.Module:
+        opt = self.options
+        return build_model(opt.model, opt.weights_file or None, opt.stride, opt.width)
+
+    def train_size(self) -> int:
+        return len(self.train_set.images) if self.train_set is not None else len(self.train_crops)
 
     def setup(self) -> None:
         opt = self.options
@@ -114,8 +109,8 @@ class PoseTask(Task):
         self.heatmap_hw = (opt.input_height // self.stride, opt.input_width // self.stride)
         if opt.weights_file and not Path(opt.weights_file).is_file():
             raise InputError(f"task.options.weights_file: {opt.weights_file!r} is not a file")
-        root = self._root()
-        split = opt.test_split if self.split == "test" else opt.val_split
+        root = self.root()
+        split = self.scored_split
         aspect = self.input_hw[1] / self.input_hw[0]
         if opt.loader == "memory":
             self.train_set = pose_data.load_split(root, opt.train_split, self.input_hw, self.heatmap_hw,
@@ -135,18 +130,6 @@ class PoseTask(Task):
         """What evaluate() needs of the scored split: centres, scales, image ids, ground truth."""
         return self.eval_set if self.eval_set is not None else self.eval_crops.index
 
-    def _loader(self, dataset, sampler=None, batch_size: int = 1, drop_last: bool = False):
-        opt = self.options
-        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                                           num_workers=opt.loader_workers,
-                                           pin_memory=opt.pin_memory and torch.device(self.device).type == "cuda",
-                                           drop_last=drop_last)
-
-    def _network(self, seed: int) -> torch.nn.Module:
-        torch.manual_seed(seed)
-        opt = self.options
-        return build_model(opt.model, opt.weights_file or None, opt.stride, opt.width).to(self.device)
-
     def _predict(self, net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
         net.eval()
         out = []
@@ -158,14 +141,13 @@ class PoseTask(Task):
     # --- the contract --------------------------------------------------------------------
     def probe(self, n: int, seed: int) -> Probe:
         self.ensure_setup()
-        size = len(self.train_set.images) if self.train_set is not None else len(self.train_crops)
         gen = torch.Generator().manual_seed(seed)
-        index = torch.randperm(size, generator=gen)[:n]
+        index = torch.randperm(self.train_size(), generator=gen)[:n]
         if self.train_set is not None:
             ts, index = self.train_set, index.numpy()
         else:  # the probe crops only, made without augmentation
             ts, index = self.train_crops.stack(index.tolist()), np.arange(len(index))
-        outputs = self._predict(self._network(seed), ts.images[index])
+        outputs = self._predict(self.network(seed), ts.images[index])
         joints = image_joints(ts, index)
         targets = {"heatmaps": ts.heatmaps[index], "weights": ts.weights[index],
                    "joints": joints, "visible": ts.weights[index].numpy(), "centers": ts.centers[index],
@@ -184,10 +166,6 @@ class PoseTask(Task):
         values = pose_metric.oks_per_sample(pred, t["joints"], t["visible"], t["areas"])
         return torch.tensor(values, dtype=torch.float32)
 
-    def iterations(self) -> int:
-        size = len(self.train_set.images) if self.train_set is not None else len(self.train_crops)
-        return schedule_length(self.options, size)
-
     def _batches(self, seed: int, total: int):
         """`total` training batches (images, heatmaps, weights) drawn with `seed`."""
         opt = self.options
@@ -201,14 +179,14 @@ class PoseTask(Task):
         crops = self.train_crops
         batch = min(opt.batch_size, len(crops))
         sampler = pose_data.DrawSampler(len(crops), total * batch, seed)
-        for item in self._loader(crops, sampler, batch, drop_last=True):
+        for item in self.loader(crops, batch_size=batch, sampler=sampler, drop_last=True):
             yield item["image"], item["heatmaps"], item["weights"]
 
     def train(self, loss: LossFn, seed: int) -> TrainResult:
         self.ensure_setup()
         opt = self.options
-        net = self._network(seed)
-        adam = torch.optim.Adam(net.parameters(), lr=opt.lr)
+        net = self.network(seed)
+        adam = self.optimizer(net.parameters())
         total = self.iterations()
         cosine = opt.schedule == "cosine"
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -226,9 +204,10 @@ class PoseTask(Task):
             heatmaps = self._predict(net, self.eval_set.images)
         else:
             heatmaps = torch.cat([self._predict(net, item["image"]) for item in
-                                  self._loader(self.eval_crops, batch_size=opt.eval_batch)])
-        if not torch.isfinite(heatmaps).all():
-            return TrainResult.invalid("the trained network's heatmaps are not finite", total)
+                                  self.loader(self.eval_crops, batch_size=opt.eval_batch)])
+        invalid = not_finite("heatmaps", [heatmaps], total)
+        if invalid:
+            return invalid
         metrics = self.evaluate(heatmaps)
         return TrainResult(score=metrics[self.metric], metrics=metrics, iterations=total)
 

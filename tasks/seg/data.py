@@ -15,7 +15,7 @@ in every worker process; `task.options.loader: stream` reads them through a Data
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -72,22 +72,6 @@ class VocSegmentation(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
         image, label = read_pair(self.root, self.names[index], self.size)
         return torch.from_numpy(image), torch.from_numpy(label)
-
-
-class Draws(torch.utils.data.Sampler):
-    """`batches` batches of `batch_size` indices drawn uniformly with replacement from `n`,
-    fixed by `seed`: the same batches whether the data is in memory or streamed."""
-
-    def __init__(self, n: int, batches: int, batch_size: int, seed: int) -> None:
-        self.n, self.batches, self.batch_size, self.seed = n, batches, batch_size, seed
-
-    def __len__(self) -> int:
-        return self.batches
-
-    def __iter__(self) -> Iterator[List[int]]:
-        gen = torch.Generator().manual_seed(self.seed)
-        for _ in range(self.batches):
-            yield torch.randint(0, self.n, (self.batch_size,), generator=gen).tolist()
 
 
 def load_split(root: Path, split: str, size: int,

@@ -7,7 +7,7 @@ mean, a pooling — sees zeros there). Metrics (tasks/seg/metric.py): `miou fwio
 bf1`, all reported by every evaluation; `task.metric` picks the search target. The rejection
 protocol scores each probe image by the target metric of that image alone.
 
-Data: built-in synthetic scenes (tasks/seg/synthetic.py, written once into a cache directory
+Data: built-in synthetic scenes (tasks/scenes.py, tasks/seg/synthetic.py, written once into a cache directory
 in the Pascal VOC layout), or `data_root` naming a VOC-layout directory, read by the same
 loader; decoded once and held in memory, or with `loader: stream` read through a DataLoader
 (the paper config; a seed draws the same batches either way). Splits: `train`, `val` (the
@@ -25,25 +25,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gp_losses.core.options import option
+from gp_losses.contract import Branch, LossFn, Probe, TrainResult
 from gp_losses.core.errors import InputError
-from gp_losses.contract import Branch
+from gp_losses.core.options import option
 from primitives import CLASSIFICATION_INPUTS
-from gp_losses.contract import LossFn, Probe, Task, TrainResult
-from tasks.dataset import schedule_length
-from tasks.cache import dataset_root
+from tasks.dataset import DataOptions, DatasetTask, Draws, not_finite
 from tasks.seg import data as seg_data
 from tasks.seg import losses as seg_losses
 from tasks.seg import metric as seg_metric
 from tasks.seg.model import build
-from tasks.seg.synthetic import CLASSES as SYNTHETIC_CLASSES
+from tasks.scenes import CLASSES as SYNTHETIC_CLASSES
 from tasks.seg.synthetic import write_voc
 
 FULL_RESOLUTION = 512
 """The image side at which the boundary metrics' usual widths are stated (VOC's ~500 px)."""
 
 
-class SegTask(Task):
+class SegTask(DatasetTask):
     """Semantic segmentation on synthetic scenes or Pascal VOC; the paper's six metrics."""
 
     name = "seg"
@@ -64,18 +62,11 @@ class SegTask(Task):
                               "tasks.seg.metric.boundary_targets(labels, band) instead"}
 
     @dataclass(frozen=True)
-    class Options:
-        data_root: str = ""            # Pascal VOC-layout directory; "" = built-in synthetic scenes
-        train_split: str = "train"
-        val_split: str = "val"
-        test_split: str = "test"
+    class Options(DataOptions):
+        """data_root: a Pascal VOC-layout directory; "" = built-in synthetic scenes."""
+
+        iterations: int = option(400, 1, help="proxy training length, unless epochs > 0")
         classes: int = option(0, 0, 255, help="classes incl. background; 0: 6 (synthetic) or 21 (VOC)")
-        cache_dir: str = ""            # where synthetic data is written ("" = ~/.cache/gp_losses)
-        synthetic_train: int = option(600, 1)
-        synthetic_val: int = option(200, 1)
-        synthetic_test: int = option(200, 1)
-        synthetic_seed: int = option(0, 0, 2 ** 32 - 1)
-        synthetic_size: int = option(96, 32, 4096, help="side of the synthetic images, pixels")
         void_border: float = option(0.5, 0, 1, help="share of synthetic objects with a void (255) outline")
         size: int = option(96, 16, help="side of the network input (images are resized to it)")
         band: float = option(5.0, 0, lo_open=True, help="BIoU band, pixels at 512 px (scaled to size)")
@@ -88,9 +79,6 @@ class SegTask(Task):
         model: str = option("small", choices=("small", "deeplabv3_resnet50"))
         width: int = option(16, 2, help="channels of the small model's first layer")
         weights_file: str = ""         # local weights for deeplabv3_resnet50
-        iterations: int = option(400, 1, help="proxy training length, unless epochs > 0")
-        epochs: float = option(0.0, 0)
-        batch_size: int = option(8, 1)
         optimizer: str = option("adam", choices=("adam", "sgd"))
         lr: float = option(3e-3, 0, lo_open=True)
         momentum: float = option(0.9, 0, 1, help="SGD momentum")
@@ -99,12 +87,8 @@ class SegTask(Task):
         schedule: str = option("constant", choices=("constant", "poly"))
         min_lr: float = option(0.0, 0, help="the poly schedule's floor")
         eval_batch: int = option(32, 1)
-        train_limit: int = option(0, 0, help="use only the first N training images (0 = all)")
-        val_limit: int = option(0, 0, help="likewise for the scored split (val or test)")
         loader: str = option("memory", choices=("memory", "stream"),
                              help="memory: every image decoded once, as tensors; stream: a DataLoader")
-        loader_workers: int = option(0, 0, help="DataLoader processes (stream); 0: in the training process")
-        pin_memory: bool = False       # DataLoader pin_memory (stream), for CUDA
 
     # --- data ----------------------------------------------------------------------------
     @property
@@ -112,18 +96,26 @@ class SegTask(Task):
         opt = self.options
         return opt.classes or (21 if opt.data_root else len(SYNTHETIC_CLASSES))
 
-    def _root(self) -> Path:
+    def synthetic_name(self) -> str:
         opt = self.options
-        name = (f"seg-synthetic-v1-{opt.synthetic_train}-{opt.synthetic_val}-{opt.synthetic_test}-"
+        return (f"seg-synthetic-v1-{opt.synthetic_train}-{opt.synthetic_val}-{opt.synthetic_test}-"
                 f"{opt.synthetic_seed}-{opt.synthetic_size}-{opt.void_border:g}")
+
+    def write_synthetic(self, root: Path) -> Path:
+        opt = self.options
         splits = (("train", opt.synthetic_train), ("val", opt.synthetic_val), ("test", opt.synthetic_test))
-        return dataset_root(opt, name, lambda root: write_voc(root, splits, opt.synthetic_seed,
-                                                              opt.synthetic_size, opt.void_border))
+        return write_voc(root, splits, opt.synthetic_seed, opt.synthetic_size, opt.void_border)
+
+    def build_network(self) -> torch.nn.Module:
+        opt = self.options
+        return build(opt.model, self.classes, opt.width, opt.weights_file or None)
+
+    def train_size(self) -> int:
+        return len(self.train_data)
 
     def setup(self) -> None:
         opt = self.options
-        root = self._root()
-        self.scored_split = {"val": opt.val_split, "test": opt.test_split}[self.split]
+        root = self.root()
         train_limit, eval_limit = opt.train_limit or None, opt.val_limit or None
         self.train_data = seg_data.VocSegmentation(root, opt.train_split, opt.size, train_limit)
         self.eval_data = seg_data.VocSegmentation(root, self.scored_split, opt.size, eval_limit)
@@ -156,7 +148,7 @@ class SegTask(Task):
         if whole and bool((labels == seg_metric.IGNORE).all()):
             raise InputError(f"segmentation data: split {split!r} has no labelled pixel (all are 255)")
 
-    def _train_batches(self, draws: seg_data.Draws):
+    def _train_batches(self, draws: Draws):
         """(images, labels, targets) of each batch of `draws`, from memory or through a
         DataLoader; `targets` are the label maps `y` is made from (`_targets`)."""
         opt = self.options
@@ -164,7 +156,7 @@ class SegTask(Task):
             for index in draws:
                 yield self.x_train[index], self.y_train[index], self.t_train[index]
             return
-        for images, labels in self._loader(self.train_data, batch_sampler=draws):
+        for images, labels in self.loader(self.train_data, batch_sampler=draws):
             self._check_labels(labels, opt.train_split)
             yield images, labels, self._targets(labels)
 
@@ -175,22 +167,12 @@ class SegTask(Task):
                 yield self.x_eval[start:start + opt.eval_batch], self.y_eval[start:start + opt.eval_batch]
             return
         labelled = False
-        for images, labels in self._loader(self.eval_data, batch_size=opt.eval_batch):
+        for images, labels in self.loader(self.eval_data, batch_size=opt.eval_batch):
             self._check_labels(labels, self.scored_split)
             labelled = labelled or bool((labels != seg_metric.IGNORE).any())
             yield images, labels
         if not labelled:
             raise InputError(f"segmentation data: split {self.scored_split!r} has no labelled pixel (all are 255)")
-
-    def _loader(self, dataset, **kwargs) -> torch.utils.data.DataLoader:
-        opt = self.options
-        return torch.utils.data.DataLoader(dataset, num_workers=opt.loader_workers,
-                                           pin_memory=opt.pin_memory and self.device.type == "cuda", **kwargs)
-
-    def _network(self, seed: int) -> torch.nn.Module:
-        torch.manual_seed(seed)
-        opt = self.options
-        return build(opt.model, self.classes, opt.width, opt.weights_file or None).to(self.device)
 
     # --- the protocol --------------------------------------------------------------------
     def probe(self, n: int, seed: int) -> Probe:
@@ -198,7 +180,7 @@ class SegTask(Task):
         gen = torch.Generator().manual_seed(seed)
         index = torch.randperm(len(self.train_data), generator=gen)[:n].tolist()
         (images, labels, targets), = self._train_batches([index])
-        net = self._network(seed).eval()
+        net = self.network(seed).eval()
         with torch.no_grad():
             logits = net(images.to(self.device))
         labels = labels.to(self.device)
@@ -220,25 +202,18 @@ class SegTask(Task):
                              for p, t in zip(pred, labels)], dtype=torch.float32)
 
     # --- the proxy -----------------------------------------------------------------------
-    def iterations(self) -> int:
-        return schedule_length(self.options, len(self.train_data))
-
     def train(self, loss: LossFn, seed: int) -> TrainResult:
         self.ensure_setup()
         opt = self.options
-        net = self._network(seed).train()
+        net = self.network(seed).train()
         head = {id(p) for p in net.head_parameters()}
-        groups = [{"params": [p for p in net.parameters() if id(p) not in head], "lr": opt.lr},
-                  {"params": net.head_parameters(), "lr": opt.lr * opt.head_lr}]
-        if opt.optimizer == "adam":
-            optim = torch.optim.Adam(groups, lr=opt.lr)
-        else:
-            optim = torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+        optim = self.optimizer([{"params": [p for p in net.parameters() if id(p) not in head], "lr": opt.lr},
+                                {"params": net.head_parameters(), "lr": opt.lr * opt.head_lr}])
         total = self.iterations()
         if opt.schedule == "poly":  # (1 - i/T)^0.9 from lr down to min_lr (the head's in proportion)
             floor = min(opt.min_lr / opt.lr, 1.0)
             sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda i: floor + (1 - floor) * (1 - i / total) ** 0.9)
-        draws = seg_data.Draws(len(self.train_data), total, opt.batch_size, seed)
+        draws = Draws(len(self.train_data), total, opt.batch_size, seed)
         for images, _, targets in self._train_batches(draws):
             logits = net(images.to(self.device))
             value = loss({"seg": self.loss_inputs("seg", logits, targets)})
@@ -252,8 +227,9 @@ class SegTask(Task):
         with torch.no_grad():
             for images, labels in self._eval_batches():
                 logits = net(images.to(self.device))
-                if not torch.isfinite(logits).all():
-                    return TrainResult.invalid("the trained network's outputs are not finite", total)
+                invalid = not_finite("outputs", [logits], total)
+                if invalid:
+                    return invalid
                 for pred, label in zip(logits.argmax(dim=1).cpu().numpy(), labels.numpy()):
                     scores.add(pred, label)
         # a metric is NaN only where the split has no boundary (BIoU, BF1): the engine records

@@ -71,10 +71,10 @@ class TaskContract:
         for name, exprs in task.baselines.items():
             loss = space.compile(space.parse(exprs))
             first = proxy_evaluate(task, loss, seed=1, timeout_s=300)
-            assert first["status"] == "ok", (name, first)
-            assert math.isfinite(first["score"]) and 0 <= first["score"] <= 1
+            assert first.status == "ok", (name, first)
+            assert math.isfinite(first.score) and 0 <= first.score <= 1
             again = proxy_evaluate(task, loss, seed=1, timeout_s=300)
-            assert again["score"] == first["score"] and again["metrics"] == first["metrics"]
+            assert again.score == first.score and again.metrics == first.metrics
 
     def test_a_nan_loss_stops_early_as_invalid(self, task, space):
         exprs = {b.name: "Mul(Log(Neg(one)), Mul(yhat, y))" if "yhat" in b.input_names
@@ -82,5 +82,5 @@ class TaskContract:
         loss = space.compile(space.parse(exprs))
         nan_loss = lambda values: loss(values) * float("nan")  # noqa: E731
         result = proxy_evaluate(task, nan_loss, seed=0, timeout_s=300)
-        assert result["status"] == "invalid" and result["iterations"] == 1
-        assert result["score"] is None
+        assert result.status == "invalid" and result.iterations == 1
+        assert result.score is None

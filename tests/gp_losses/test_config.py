@@ -8,7 +8,7 @@ import yaml
 from gp_losses import config as cfg
 from gp_losses.cli import main
 from gp_losses.context import build_context, load_run_config
-from gp_losses.worker import device_for
+from gp_losses.sandboxed import device_for
 
 MALFORMED = [
     (["--set", "search.evaluatons=3"], "search.evaluatons", "did you mean 'search.evaluations'"),
@@ -104,13 +104,22 @@ def test_cuda_without_a_gpu_is_bad_input():
         device_for("cuda", 0, 0)
 
 
-def test_local_index_claims_distinct_slots_per_run():
+def test_gpu_slots_are_claimed_once_per_run_and_distinct_between_processes():
     import uuid
 
-    from gp_losses.parallel import local_index
+    from gp_losses.jobs import WorkerProcess
+    from gp_losses.messages import RunSpec
 
     run_id = f"test-{uuid.uuid4().hex}"
-    assert [local_index(run_id) for _ in range(3)] == [0, 1, 2]
+    spec = RunSpec({"proxy": {"device": "auto"}}, run_id)
+    one, two, three = WorkerProcess(), WorkerProcess(), WorkerProcess()
+    try:
+        assert [p.slot(spec) for p in (one, two, three)] == [0, 1, 2]
+        assert one.slot(spec) == 0  # claimed once: asked again, the same slot
+        assert WorkerProcess().slot(RunSpec({"proxy": {"device": "cpu"}}, run_id)) == 0
+    finally:
+        for p in (one, two, three):
+            p.exit()
 
 
 def test_numbers_in_scientific_notation_are_numbers(tmp_path):

@@ -7,8 +7,9 @@ import json
 from search_helpers import FAST, IN_PROCESS, lines
 
 from gp_losses.context import build_context, load_run_config
-from gp_losses.evolution import FILL_ROUNDS, Evolution, evaluation_seed
+from gp_losses.evolution import Evolution, evaluation_seed
 from gp_losses.population import Individual
+from gp_losses.scheduler import FILL_ROUNDS
 from gp_losses.search import run_search
 
 CANDIDATES = ("rejected",)
@@ -69,11 +70,12 @@ def test_tournaments_prefer_better_losses():
     evolution = Evolution(context, rundir=None)
     population = []
     for k in range(20):
-        ind = Individual((), {"index": k, "score": k / 20})
+        ind = Individual(())
+        ind.index, ind.score = k, k / 20
         ind.fitness.values = (k / 20,)
         population.append(ind)
     evolution.state.population = population
-    above = sum(evolution.tournament().info["score"] >= 0.5 for _ in range(4000))
+    above = sum(evolution.tournament().score >= 0.5 for _ in range(4000))
     assert above / 4000 > 0.68
 
 
@@ -101,11 +103,11 @@ def test_the_origins_own_work_is_accounted_apart_from_the_workers(tmp_path, monk
     # the last batch's bookkeeping is counted with the batch after it: batches - 1 sleeps
     assert slow["seconds_origin"] - fast["seconds_origin"] >= 0.5 * (batches - 1) - 0.1
     assert slow["seconds_waiting"] < fast["seconds_waiting"] + 0.5
-    assert slow["seconds_rejection_lanes"] < fast["seconds_rejection_lanes"] + 0.5
-    assert slow["seconds_training_lanes"] < fast["seconds_training_lanes"] + 0.5
+    assert slow["seconds_rejection_jobs"] < fast["seconds_rejection_jobs"] + 0.5
+    assert slow["seconds_training_jobs"] < fast["seconds_training_jobs"] + 0.5
     for row in rows(tmp_path / "slow"):
         assert 0 < row["seconds_origin"] <= row["seconds_wall"]
-        # one lane: its jobs and its idle time make up the wall time
-        busy = row["seconds_rejection_lanes"] + row["seconds_training_lanes"] + row["seconds_idle"]
+        # one worker: its jobs and its idle time make up the wall time
+        busy = row["seconds_rejection_jobs"] + row["seconds_training_jobs"] + row["seconds_idle"]
         assert abs(busy - row["seconds_wall"]) < 1e-6 + 0.002 * row["seconds_wall"]
         assert row["seconds_idle"] >= row["seconds_origin"] - 0.01 * row["seconds_wall"]

@@ -2,6 +2,7 @@
 recorded outcomes, never as scores, cached decisions or reused values; a task that cannot be
 set up, or that fails most of its jobs, stops the run with its own message."""
 
+import dataclasses
 import json
 import signal
 import time
@@ -9,19 +10,21 @@ import time
 import pytest
 from search_helpers import FAST, IN_PROCESS, cli, lines, status
 
-from gp_losses import evaluate, evolution, worker
-from gp_losses.config import dump
+from gp_losses import evaluate, sandboxed
+from gp_losses.config import dump, to_dict
 from gp_losses.context import build_context, load_run_config
 from gp_losses.core.errors import RunFailed, TaskSetupError
 from gp_losses.evaluate import CandidateTimeout, call_with_time_limit, proxy_evaluate
 from gp_losses.evolution import Evolution
-from gp_losses.population import Slot
+from gp_losses.jobs import close_sandbox, share
+from gp_losses.messages import Fact, Made, RunSpec
 from gp_losses.outcomes import ProtocolResult
+from gp_losses.population import Slot
 from gp_losses.rundir import RunDir
-from gp_losses.sandbox import close_all
-from gp_losses.space import SearchSpace
-from gp_losses.worker import WorkerState
+from gp_losses.sandboxed import SandboxState
+from gp_losses.scheduler import Batch
 from gp_losses.search import run_search
+from gp_losses.space import SearchSpace
 from gp_losses.contract import TrainResult
 from tasks.cls import DigitsTask
 
@@ -73,8 +76,8 @@ def test_nan_logits_with_stop_invalid_off_are_not_scored():
     space = SearchSpace(task.branches)
     blowup = space.compile(space.parse("Mul(Exp(Exp(Exp(Exp(Add(one, one))))), Mul(y, yhat))"))
     result = proxy_evaluate(task, blowup, seed=0, timeout_s=60, stop_invalid=False)
-    assert result["status"] == "invalid" and result["score"] is None
-    assert "not finite" in result["error"]
+    assert result.status == "invalid" and result.score is None
+    assert "not finite" in result.error
 
 
 @pytest.fixture
@@ -83,19 +86,23 @@ def faulty_evolution(tmp_path):
     config = load_run_config(FAULTY, None, FAST + ["proxy.timeout_s=3", "search.max_attempts=6"]
                              + _fault("hang", at=-2, fault_dir=str(tmp_path)))
     context = build_context(config)
-    yield Evolution(context, RunDir.create(tmp_path / "run", dump(config)))
-    close_all()
+    evo = Evolution(context, RunDir.create(tmp_path / "run", dump(config)))
+    share(evo.spec)
+    yield evo
+    close_sandbox()
 
 
 def _slots(evo, n, expr=CE):
     (tree,) = evo.space.parse(expr)
-    return [Slot(None, [tree], [(1.0, 2.0)], [{"op": "init", "steps": []}]) for _ in range(n)]
+    return [Slot(None, [tree], [(1.0, 2.0)], [Made("init")]) for _ in range(n)]
 
 
 def _batch(evo, slots):
-    jobs = []
-    children = evo.dedupe(slots, jobs, set())
-    return evo.evaluate(children, jobs), children
+    made = Batch(len(slots))
+    for slot in slots:
+        evo.dedupe(slot, made)
+    batch = evo.scheduler.trainings(made.children, made.jobs)
+    return evo.evaluate(batch), batch.children
 
 
 def test_a_timeout_is_not_reused_and_an_equivalent_loss_trains_afresh(faulty_evolution):
@@ -116,39 +123,38 @@ def test_a_timeout_is_not_reused_and_an_equivalent_loss_trains_afresh(faulty_evo
 def test_a_transient_protocol_outcome_is_not_cached(faulty_evolution, monkeypatch):
     """A protocol run that timed out is run again for the same candidate, not looked up; the
     pass that follows is remembered."""
-    state = WorkerState({"config": evolution.to_dict(faulty_evolution.cfg)}, 0)
+    state = SandboxState(RunSpec(to_dict(faulty_evolution.cfg)), 0)
     (tree,) = state.context.space.parse(CE)
     runs = []
 
     def protocol(state_, branch, tree_, optimize):
         runs.append(str(tree_))
         if len(runs) == 1:
-            return ProtocolResult(False, "timeout").to_dict("time limit of 1 s reached")
-        return ProtocolResult(True, None, 0.9, (1.0, 2.0), 10).to_dict()
+            return ProtocolResult(False, "timeout", error="time limit of 1 s reached")
+        return ProtocolResult(True, None, 0.9, (1.0, 2.0), 10)
 
-    monkeypatch.setattr(worker, "protocol_result", protocol)
+    monkeypatch.setattr(sandboxed, "protocol_result", protocol)
     first, second, third = (state.check(0, tree) for _ in range(3))
-    assert first["reason"] == "timeout" and second["passed"] and third["passed"]
+    assert first.reason == "timeout" and second.passed and third.passed
     assert runs == [CE, CE]  # checked again after the timeout; the pass came from the cache
-    assert third.get("cached") and not second.get("cached")
+    assert third.cached and not second.cached
 
 
 def test_a_worker_takes_other_workers_protocol_facts_and_not_their_failures(faulty_evolution, monkeypatch):
     """Results another worker found (handed on with a rejection job) answer from the cache,
     the same as a run here would; a timeout handed on is not taken."""
-    state = WorkerState({"config": evolution.to_dict(faulty_evolution.cfg)}, 0)
+    state = SandboxState(RunSpec(to_dict(faulty_evolution.cfg)), 0)
     trees = dict(zip(("ce", "sq"), state.context.space.parse(CE) + state.context.space.parse("Neg(Mul(y, Square(yhat)))")))
     runs = []
-    monkeypatch.setattr(worker, "protocol_result", lambda s_, b, tree, o: runs.append(str(tree)) or
-                        ProtocolResult(False, "low_gain", 0.1, (3.0, 4.0), 100).to_dict())
-    passed = ProtocolResult(True, None, 0.9, (1.0, 2.0), 10).to_dict()
-    timeout = ProtocolResult(False, "timeout").to_dict("time limit of 1 s reached")
-    state.learn([(0, str(trees["ce"]), passed), (0, str(trees["sq"]), timeout)])
+    monkeypatch.setattr(sandboxed, "protocol_result", lambda s_, b, tree, o: runs.append(str(tree)) or
+                        ProtocolResult(False, "low_gain", 0.1, (3.0, 4.0), 100))
+    passed = ProtocolResult(True, None, 0.9, (1.0, 2.0), 10, seconds=0.5)
+    timeout = ProtocolResult(False, "timeout", error="time limit of 1 s reached")
+    state.learn((Fact(0, str(trees["ce"]), passed), Fact(0, str(trees["sq"]), timeout)))
     ce, sq = state.check(0, trees["ce"]), state.check(0, trees["sq"])
     assert runs == [str(trees["sq"])]  # only the one whose fact was not handed on
-    assert ce.get("cached") and {k: ce[k] for k in passed if k != "seconds"} == {
-        k: v for k, v in passed.items() if k != "seconds"}
-    assert sq["reason"] == "low_gain" and not sq.get("cached")
+    assert ce.cached and ce == dataclasses.replace(passed, seconds=0.0, cached=True)
+    assert sq.reason == "low_gain" and not sq.cached
 
 
 def test_a_run_whose_trainings_mostly_fail_stops_with_the_error(tmp_path):
@@ -214,7 +220,7 @@ def test_the_time_limit_never_reports_finished_work_as_a_timeout(monkeypatch):
 
     monkeypatch.setattr(evaluate.signal, "setitimer", late_alarm)
     result = proxy_evaluate(Quick(), loss=None, seed=0, timeout_s=5.0)
-    assert result["status"] == "ok" and result["score"] == 0.5
+    assert result.status == "ok" and result.score == 0.5
     with pytest.raises(CandidateTimeout):  # work that does not finish still times out
         call_with_time_limit(lambda: time.sleep(5), 0.2)
     assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL  # the handler was put back

@@ -60,7 +60,7 @@ def test_a_time_budget_ends_the_search_after_the_batch_that_spends_it(tmp_path):
 
 
 def test_a_picture_that_cannot_be_drawn_never_stops_a_search(tmp_path, monkeypatch, caplog):
-    import gp_losses.evolution as evolution
+    import gp_losses.recorder as recorder
 
     calls = []
 
@@ -68,7 +68,7 @@ def test_a_picture_that_cannot_be_drawn_never_stops_a_search(tmp_path, monkeypat
         calls.append(1)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(evolution, "write_progress", broken)
+    monkeypatch.setattr(recorder, "write_progress", broken)
     summary = run_search("cls", out=str(tmp_path / "run"), seed=0,
                          overrides=FAST + [IN_PROCESS, "search.compare_baselines=false", "search.plot=true"])
     assert summary["status"] == "finished" and summary["evaluations"] == 10

@@ -11,7 +11,9 @@ import sys
 import pytest
 
 from gp_losses.evaluate import proxy_evaluate
-from gp_losses.retrain import best_rows, rank_correlation, retrain, retrain_seed
+from gp_losses.journal import retrain_seed
+from gp_losses.report import best_rows, rank_correlation
+from gp_losses.retrain import retrain
 from gp_losses.search import run_search
 from gp_losses.space import SearchSpace
 from search_helpers import FAST, IN_PROCESS, ROOT, cli, wait_for
@@ -51,11 +53,11 @@ def test_retrain_scores_the_test_split_over_seeds(finished_run):
     task = DigitsTask(DigitsTask.Options(hidden=32, iterations=60, batch_size=64, lr=0.1), split="test")
     space = SearchSpace(task.branches)
     ce = space.compile(space.parse(DigitsTask.baselines["ce"]))
-    scores = [proxy_evaluate(task, ce, retrain_seed(k), 60)["score"] for k in range(2)]
+    scores = [proxy_evaluate(task, ce, retrain_seed(k), 60).score for k in range(2)]
     ce_row = next(r for r in summary["rows"] if r["name"] == "ce")
     assert ce_row["mean"]["accuracy"] == pytest.approx(sum(scores) / 2, abs=1e-12)
     val = DigitsTask(DigitsTask.Options(hidden=32, iterations=60, batch_size=64, lr=0.1))
-    assert proxy_evaluate(val, ce, retrain_seed(0), 60)["score"] != scores[0]  # another split
+    assert proxy_evaluate(val, ce, retrain_seed(0), 60).score != scores[0]  # another split
     text = (finished_run / "retrain" / "report.md").read_text()
     assert "| loss | accuracy ★ | proxy | ok / seeds | s / training |" in text
     assert "**test** split (never seen by the search)" in text
@@ -134,7 +136,7 @@ def test_retrain_on_val_chooses_without_touching_the_test_report(tmp_path, finis
     space = SearchSpace(task.branches)
     ce = space.compile(space.parse(DigitsTask.baselines["ce"]))
     ce_row = next(r for r in val["rows"] if r["name"] == "ce")
-    assert ce_row["mean"]["accuracy"] == proxy_evaluate(task, ce, retrain_seed(0), 60)["score"]
+    assert ce_row["mean"]["accuracy"] == proxy_evaluate(task, ce, retrain_seed(0), 60).score
     proc = cli("retrain", str(run), "--split", "train")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "--split 'train'" in err and "val" in err
@@ -201,19 +203,19 @@ def test_retrain_under_scoop_spreads_the_trainings_over_both_workers(tmp_path, f
 
 
 def test_a_line_torn_by_a_kill_is_cut_off_and_the_next_training_is_kept(tmp_path):
-    from gp_losses.retrain import Trainings
+    from gp_losses.journal import Trainings
+    from gp_losses.outcomes import Training
 
     path = tmp_path / "trainings.jsonl"
     ok = {"status": "ok", "score": 0.9, "metrics": {}, "error": None}
     path.write_text(json.dumps({"key": "a", "loss": "ce", "seed": 1, "result": ok}) + '\n{"key": "b", "lo')
     first = Trainings(path)
     assert first.done("a") and not first.done("b")
-    first.append("b", "ce", 2, ok)
-    failed = {"status": "timeout", "score": None, "metrics": {}, "error": "time limit"}
-    first.append("c", "mse", 1, failed)
+    first.append("b", "ce", 2, Training("ok", 0.9))
+    first.append("c", "mse", 1, Training("timeout", error="time limit"))
     again = Trainings(path)
     assert again.done("a") and again.done("b") and not again.done("c")
-    assert again.latest["c"]["error"] == "time limit"
+    assert again.latest["c"].error == "time limit" and again.latest["b"].score == 0.9
 
 
 # --- the search's finalists (`final`) ---------------------------------------------------------
@@ -224,7 +226,7 @@ def _digits_val_score(expr, iterations=60):
     """The loss trained by the task itself on val with the finalists' seed: the reference."""
     task = DigitsTask(DigitsTask.Options(hidden=32, iterations=iterations, batch_size=64, lr=0.1))
     space = SearchSpace(task.branches)
-    return proxy_evaluate(task, space.compile(space.parse(expr)), retrain_seed(0), iterations)["score"]
+    return proxy_evaluate(task, space.compile(space.parse(expr)), retrain_seed(0), iterations).score
 
 
 def test_a_search_with_finalists_picks_the_best_on_val_and_export_writes_it(tmp_path):
@@ -250,7 +252,7 @@ def test_the_pick_can_be_below_the_first_and_is_retrained_beside_the_top(tmp_pat
     from gp_losses.context import build_context
     from gp_losses import config as cfg
     from gp_losses.export import run_source
-    from gp_losses.retrain import choose_final
+    from gp_losses.final import choose_final
 
     run = _copy_run(finished_run, tmp_path / "run")
     hall = json.loads((run / "hall_of_fame.json").read_text())
@@ -271,7 +273,7 @@ def test_the_pick_can_be_below_the_first_and_is_retrained_beside_the_top(tmp_pat
 def test_a_finalist_whose_training_failed_is_not_eligible(tmp_path, finished_run):
     from gp_losses.context import build_context
     from gp_losses import config as cfg
-    from gp_losses.retrain import choose_final
+    from gp_losses.final import choose_final
     from gp_losses.rundir import search_pick
 
     run = _copy_run(finished_run, tmp_path / "run")

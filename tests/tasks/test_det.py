@@ -145,9 +145,9 @@ def test_paper_config_runs_two_iterations_on_a_coco_fixture(task_name, tmp_path)
         ("resnet50_fpn", "sgd", 0.04, 250, 256, 512)
     loss = context.space.compile(context.space.parse(context.task_cls.baselines["ce_l1"]))
     result = proxy_evaluate(task, loss, seed=0, timeout_s=600)
-    assert result["status"] == "ok" and result["iterations"] == 2, result.get("error")
-    assert set(result["metrics"]) == {"ap", "ap50", "ap75"}
-    assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
+    assert result.status == "ok" and result.iterations == 2, result.error
+    assert set(result.metrics) == {"ap", "ap50", "ap75"}
+    assert all(0.0 <= v <= 1.0 for v in result.metrics.values())
 
 
 def test_a_search_over_some_branches_trains_the_others_with_a_fixed_baseline(tiny_det, monkeypatch):

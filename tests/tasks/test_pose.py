@@ -128,9 +128,9 @@ def test_paper_config_runs_two_iterations_on_a_coco_fixture(tmp_path):
     assert (task.options.input_height, task.options.input_width) == (256, 192)
     loss = context.space.compile(context.space.parse(PoseTask.baselines["mse"]))
     result = proxy_evaluate(task, loss, seed=0, timeout_s=600)
-    assert result["status"] == "ok" and result["iterations"] == 2, result.get("error")
-    assert set(result["metrics"]) == {"ap", "ap50", "ap75", "ar"}
-    assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
+    assert result.status == "ok" and result.iterations == 2, result.error
+    assert set(result.metrics) == {"ap", "ap50", "ap75", "ar"}
+    assert all(0.0 <= v <= 1.0 for v in result.metrics.values())
     assert task.train_crops[0]["heatmaps"].shape[1:] == (64, 48) and task.train_crops.augment is not None
 
 
@@ -215,7 +215,7 @@ def test_the_streamed_augmented_training_is_the_same_with_loader_workers(tiny_po
         loss = space.compile(space.parse(PoseTask.baselines["mse"]))
         results.append(proxy_evaluate(task, loss, seed=3, timeout_s=300))
         assert task.train_set is None and len(task.train_crops) == 48
-    assert results[0]["status"] == "ok" and results[0]["metrics"] == results[1]["metrics"]
+    assert results[0].status == "ok" and results[0].metrics == results[1].metrics
 
 
 def test_augmentation_needs_the_streaming_loader():

@@ -36,10 +36,10 @@ def test_every_evaluation_reports_the_six_metrics(tiny_seg):
 
     space = SearchSpace(tiny_seg.branches)
     result = proxy_evaluate(tiny_seg, space.compile(space.parse("Neg(Mul(y, Log(yhat)))")), 0, 300)
-    assert result["status"] == "ok"
-    assert set(result["metrics"]) == {"miou", "fwiou", "gacc", "macc", "biou", "bf1"}
-    assert all(0 <= v <= 1 for v in result["metrics"].values())
-    assert result["score"] == result["metrics"]["miou"]
+    assert result.status == "ok"
+    assert set(result.metrics) == {"miou", "fwiou", "gacc", "macc", "biou", "bf1"}
+    assert all(0 <= v <= 1 for v in result.metrics.values())
+    assert result.score == result.metrics["miou"]
 
 
 TABLE_8 = {  # the paper's Table 8 (Seg), written with Table 1's operators (1/2 = Inv(one + one))
@@ -163,9 +163,9 @@ def test_paper_config_runs_two_iterations_on_a_voc_fixture(tmp_path):
     assert (opt.size, opt.optimizer, opt.lr, opt.head_lr, opt.schedule, opt.classes) == (128, "sgd", 0.02, 10, "poly", 21)
     loss = context.space.compile(context.space.parse(context.task_cls.baselines["ce"]))
     result = proxy_evaluate(task, loss, seed=0, timeout_s=600)
-    assert result["status"] == "ok" and result["iterations"] == 2, result.get("error")
-    assert set(result["metrics"]) == {"miou", "fwiou", "gacc", "macc", "biou", "bf1"}
-    assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
+    assert result.status == "ok" and result.iterations == 2, result.error
+    assert set(result.metrics) == {"miou", "fwiou", "gacc", "macc", "biou", "bf1"}
+    assert all(0.0 <= v <= 1.0 for v in result.metrics.values())
     assert task.x_train is None and len(task.train_data) == 4  # streamed
     image, label = task.train_data[0]
     assert image.shape == (3, 128, 128) and int(label.max()) == IGNORE
@@ -189,7 +189,7 @@ def test_streamed_data_trains_exactly_as_data_in_memory(tmp_path):
     space = SearchSpace(SegTask.branches, python_losses=SegTask.python_losses)
     loss = space.compile(space.parse("lovasz"))
     a, b = (proxy_evaluate(t, loss, 1, 300) for t in (memory, stream))
-    assert a["status"] == b["status"] == "ok" and a["metrics"] == b["metrics"]
+    assert a.status == b.status == "ok" and a.metrics == b.metrics
     assert torch.equal(memory.probe(3, 0).outputs["seg"], stream.probe(3, 0).outputs["seg"])
     few = SegTask(replace(stream.options, classes=3))
     with pytest.raises(InputError, match="has label .* but the task has 3 classes"):
@@ -221,9 +221,9 @@ def test_boundary_targets_make_y_and_the_metric_scores_the_labels(tmp_path):
     space = SearchSpace(SegTask.branches, python_losses=SegTask.python_losses)
     loss = space.compile(space.parse(SegTask.baselines["ce"]["seg"]))
     a, b = (proxy_evaluate(t, loss, 1, 300) for t in (memory, stream))
-    assert a["status"] == b["status"] == "ok" and a["metrics"] == b["metrics"]
+    assert a.status == b.status == "ok" and a.metrics == b.metrics
     region = proxy_evaluate(SegTask(replace(memory.options, targets="region")), loss, 1, 300)
-    assert region["metrics"] != a["metrics"]
+    assert region.metrics != a.metrics
 
 
 @pytest.mark.parametrize("metric", ["fwiou", "gacc", "macc", "biou", "bf1"])

@@ -6,7 +6,8 @@ from PIL import Image
 
 from gp_losses.core.errors import InputError
 from tasks.seg.data import VocSegmentation, load_split, split_names
-from tasks.seg.synthetic import CLASSES, IGNORE, render, write_voc
+from tasks.scenes import CLASSES, IGNORE
+from tasks.seg.synthetic import render, write_voc
 
 SPLITS = (("train", 6), ("val", 3), ("test", 3))
 

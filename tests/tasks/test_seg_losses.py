@@ -86,8 +86,8 @@ def test_the_python_baselines_train_by_name(tiny_seg):
         assert isinstance(branch, PythonLoss) and str(branch) == name
         assert space.format(space.parse({"seg": name})) == {"seg": name}
         result = proxy_evaluate(tiny_seg, space.compile([branch]), 0, 300)
-        assert result["status"] == "ok", result
-        assert set(result["metrics"]) == {"miou", "fwiou", "gacc", "macc", "biou", "bf1"}
+        assert result.status == "ok", result
+        assert set(result.metrics) == {"miou", "fwiou", "gacc", "macc", "biou", "bf1"}
 
 
 def test_probe_export_and_formula_refuse_a_python_loss_by_name(capsys, tmp_path):

@@ -1,0 +1,250 @@
+"""SCOOP, in one place: whether it runs, its workers, its log, shared constants, and the
+internals of SCOOP 0.7 that the origin drives.
+
+Every other module asks here. The public API (futures, shared) is used as documented; what
+SCOOP does not offer — sending a future to the broker at once, keeping the origin from taking
+back the futures it sent, finding a future whose worker is gone — uses SCOOP 0.7's private
+origin queue (`_control.execQueue`), checked when a run starts: with a SCOOP release that has
+moved those internals, `check()` says what is lost, once, and jobs run on the origin alone.
+
+A SCOOP worker runs jobs; the origin (the process that runs the search) is one of them too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from importlib import metadata
+from typing import Any, Callable, Dict, Optional, Tuple
+
+TESTED = ("0.7.2.0",)
+"""SCOOP releases the internals below were tested with (setup.cfg bounds scoop to 0.7)."""
+RESEND_SLACK_S = 30.0
+"""Added to a future's jobs' limits before its worker counts as lost (transfer, a busy origin)."""
+log = logging.getLogger("gp_losses")
+
+
+def running() -> bool:
+    """Whether this process runs under `python -m scoop`."""
+    try:
+        import scoop
+    except ImportError:  # pragma: no cover - scoop is a dependency
+        return False
+    return bool(scoop.IS_RUNNING)
+
+
+def size() -> int:
+    """Workers available: SCOOP's pool size (the origin included) under `-m scoop`, else 1."""
+    if running():
+        import scoop
+
+        return max(1, int(getattr(scoop, "SIZE", 1) or 1))
+    return 1
+
+
+def is_origin() -> bool:
+    import scoop
+
+    return bool(scoop.IS_ORIGIN)
+
+
+def version() -> str:
+    try:
+        return metadata.version("scoop")
+    except metadata.PackageNotFoundError:  # pragma: no cover - scoop is a dependency
+        return "unknown"
+
+
+class Origin:
+    """What the origin keeps about the futures it sent (one per process): when each counts as
+    lost, and whether SCOOP's own search for lost futures has been replaced."""
+
+    def __init__(self) -> None:
+        self.deadlines: Dict[Any, Tuple[float, float]] = {}
+        """Future id -> (when it counts as lost, the span that deadline was set from)."""
+        self.patched = False
+        self.checked: Optional[bool] = None
+        """Whether SCOOP has the internals driven here (None: not looked at yet)."""
+
+
+ORIGIN = Origin()
+
+
+def check() -> bool:
+    """Whether this SCOOP has the internals the origin drives; warns once, at a run's start,
+    when it has not, or when its version is not one tested, saying what is lost."""
+    if ORIGIN.checked is None:
+        ORIGIN.checked = _has_internals()
+        tested = ", ".join(TESTED)
+        if not ORIGIN.checked:
+            log.warning("SCOOP %s lacks the internals of SCOOP %s that the search drives (the "
+                        "origin's queue): jobs run on the origin alone, and a map's futures may "
+                        "run twice; install scoop==%s", version(), tested, TESTED[-1])
+        elif version() not in TESTED:
+            log.warning("SCOOP %s is not a release gp_losses was tested with (%s): if its "
+                        "internals changed, workers may idle or a job may run twice", version(), tested)
+    return ORIGIN.checked
+
+
+def _has_internals() -> bool:
+    try:
+        from scoop import _control
+
+        queue = _control.execQueue
+        comm = queue.socket
+        return all(hasattr(queue, a) for a in ("movable", "updateQueue", "askForPreviousFutures")) and all(
+            hasattr(comm, a) for a in ("socket", "direct_socket", "infoSocket", "sendFuture"))
+    except Exception:
+        return False
+
+
+# --- the log --------------------------------------------------------------------------------
+def route_log(path: str) -> None:
+    """Send SCOOP's own log (this process's) to the file `path`; the terminal gets one short
+    line per warning instead of the whole job's payload, printed twice."""
+    if not running():
+        return
+    scoop_log = logging.getLogger("SCOOPLogger")
+    for handler in list(scoop_log.handlers):  # SCOOP's console handler, or an earlier run's
+        if isinstance(handler, (logging.FileHandler, _ShortLine)) or type(handler) is logging.StreamHandler:
+            scoop_log.removeHandler(handler)
+            handler.close()
+    to_file = logging.FileHandler(path)
+    to_file.setFormatter(logging.Formatter("[%(asctime)s] %(module)s %(levelname)s %(message)s"))
+    scoop_log.addHandler(to_file)
+    scoop_log.addHandler(_ShortLine(path))
+    scoop_log.propagate = False
+
+
+class _ShortLine(logging.Handler):
+    """One line on stderr for a SCOOP warning or error: its start, and where the rest is."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(logging.WARNING)
+        self.path = path
+
+    def emit(self, record) -> None:
+        lines = record.getMessage().splitlines()
+        text = lines[0] if lines else ""
+        text = text if len(text) <= 80 else text[:80] + "…"
+        print(f"SCOOP {record.levelname.lower()}: {text} (all of it in {self.path})", file=sys.stderr)
+
+
+# --- shared constants -------------------------------------------------------------------------
+def share(name: str, value: Any) -> None:
+    """Broadcast `value` to every worker, those that join later too (SCOOP's shared module)."""
+    from scoop import shared
+
+    if shared.getConst(name, timeout=0) is None:
+        shared.setConst(**{name: value})
+
+
+def shared_value(name: str, timeout: float) -> Any:
+    """A value the origin shared; None if it has not arrived within `timeout` seconds."""
+    from scoop import shared
+
+    return shared.getConst(name, timeout=timeout)
+
+
+# --- futures ----------------------------------------------------------------------------------
+def submit(fn: Callable[[Any], Any], arg: Any, limit_s: Optional[float] = None) -> Any:
+    """A future of fn(arg); `limit_s`, its jobs' hard limit: past it (and RESEND_SLACK_S) its
+    worker counts as lost and it is sent again."""
+    from scoop import futures
+
+    future = futures.submit(fn, arg)
+    if limit_s is not None:
+        span = limit_s + RESEND_SLACK_S
+        ORIGIN.deadlines[future.id] = (time.monotonic() + span, span)
+    return future
+
+
+def send_away(future: Any) -> None:
+    """Send a future to the broker now, for another worker: left to itself SCOOP 0.7 keeps a
+    lone future in the origin's queue, to run it there."""
+    from scoop import _control
+
+    queue = _control.execQueue
+    with contextlib.suppress(ValueError):
+        queue.movable.remove(future)
+    queue.socket.sendFuture(future)
+
+
+def keep_origin_share() -> None:
+    """Keep the origin from taking back the futures it sent: left to itself, SCOOP 0.7's origin
+    asks the broker for work whenever its own queue runs dry and then runs most futures itself
+    (10 of 12 jobs in six two-job maps, measured). And send again only futures past their
+    deadline (`resend_due`)."""
+    from scoop import _control
+
+    queue = _control.execQueue
+    queue.lowwatermark = 0.0
+    if not ORIGIN.patched:
+        queue.askForPreviousFutures = resend_due
+        ORIGIN.patched = True
+
+
+def resend_due() -> None:
+    """Send again every future of ours that is past its deadline.
+
+    This replaces SCOOP 0.7's origin-side search for lost futures. SCOOP's own version asks the
+    broker, every 2 s while the origin waits, about every future it sent away, and sends again
+    any the broker says nobody holds. In SCOOP 0.7 that answer is "nobody" for every future a
+    worker holds: the broker drops a worker's futures until its first status report (25 s after
+    it starts) and then compares the ids it was sent (pickled bytes) with the ids the report
+    lists (tuples), which never match. So a job that outlasts the origin's own share ran twice
+    ("Lost track of future ... Resending it": a 60-s job beside a 1-s one ran on both
+    processes and the map took 65 s; a pose retraining with 2-min jobs resent 10 of 12). A job
+    cannot outlast its hard limit, so a future still out after its jobs' limits has lost its
+    worker: that one is sent again."""
+    from scoop import _control
+
+    now = time.monotonic()
+    for key, (deadline, span) in list(ORIGIN.deadlines.items()):
+        future = _control.futureDict.get(key)
+        if future is None or future.isDone:
+            continue
+        if now >= deadline:
+            logging.getLogger("SCOOPLogger").warning(
+                "no answer from the worker running %s within its jobs' time limits: "
+                "sending it again", key)
+            ORIGIN.deadlines[key] = (now + span, span)
+            _control.execQueue.socket.sendFuture(future)
+
+
+def forget(future: Any) -> None:
+    """Stop watching `future` (answered, or no longer wanted)."""
+    ORIGIN.deadlines.pop(future.id, None)
+
+
+def update() -> None:
+    """Take in what the broker sent (answers), and send again what is overdue."""
+    from scoop import _control
+
+    _control.execQueue.updateQueue()
+    resend_due()
+
+
+def outcome(future: Any) -> Tuple[Any, Optional[BaseException]]:
+    """(value, exception) of a done future, which is then released."""
+    forget(future)
+    value, error = future.resultValue, future.exceptionValue
+    future._delete()
+    return value, error
+
+
+def poller(*extra: int) -> Any:
+    """A zmq poller on the origin's SCOOP sockets (answers arrive there) and on `extra` file
+    descriptors."""
+    import zmq
+    from scoop import _control
+
+    comm = _control.execQueue.socket
+    polling = zmq.Poller()
+    for sock in (comm.socket, comm.direct_socket, comm.infoSocket):
+        polling.register(sock, zmq.POLLIN)
+    for fd in extra:
+        polling.register(fd, zmq.POLLIN)
+    return polling

@@ -1,0 +1,257 @@
+"""Inside a sandbox: the task, set up once, and the jobs run on it; this process dies alone.
+
+A worker's `gp_losses.sandbox.Sandbox` starts this module in a child process and sends it
+plain data: first `Init` (the run's spec), then one job at a time (gp_losses/messages.py).
+The task is built and set up here, once, before any job and outside every job's time limit;
+if that fails, the child says why (`SetupFailed`) and exits, and the run stops. A job that
+crashes the process (a segfault, os._exit, an out-of-memory kill) costs only that job: the
+sandbox notices the closed pipe and starts a fresh child.
+
+    worker -> sandbox   Init, then CheckJob | DescribeJob | ProtocolJob | TrainJob
+    sandbox -> worker   Ready | SetupFailed, then each job's answer
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from gp_losses import config as cfg
+from gp_losses.context import build_context
+from gp_losses.core.errors import InputError, TaskSetupError, describe
+from gp_losses.evaluate import CandidateTimeout, call_with_time_limit, proxy_evaluate
+from gp_losses.messages import (Checked, CheckJob, DescribeJob, Fact, Init, Made, ProtocolJob, Range,
+                                RangeDone, Ready, RunSpec, SetupFailed, TrainJob)
+from gp_losses.outcomes import ProtocolResult, Training, training_failure
+from gp_losses.rejection import Protocol, static_reason
+from gp_losses.trees import LossTree, parse_tree
+from gp_losses.variation import candidate, candidate_rng
+
+PROTOCOL_CACHE_SIZE = 50_000
+"""Protocol results a sandbox remembers (deterministic outcomes only), least recently used out."""
+
+
+def device_for(kind: str, local_index: int, gpu_count: int) -> str:
+    """`auto` is CUDA when a GPU is present; with G GPUs a worker takes GPU local_index mod G."""
+    if kind == "cpu" or (kind == "auto" and gpu_count == 0):
+        return "cpu"
+    if gpu_count == 0:
+        raise InputError("proxy.device is 'cuda' but no CUDA device is available; use auto or cpu")
+    return f"cuda:{local_index % gpu_count}"
+
+
+class SandboxState:
+    """What a sandbox holds for one run: context, the task on its device (set up), protocol,
+    and the protocol cache."""
+
+    def __init__(self, spec: RunSpec, index: int) -> None:
+        config = cfg.build(cfg.RunConfig, spec.config)
+        torch.set_num_threads(config.proxy.threads)
+        self.context = build_context(config)
+        gpus = torch.cuda.device_count() if config.proxy.device != "cpu" else 0
+        self.device = device_for(config.proxy.device, index, gpus)
+        self.task = self.context.make_task(self.device, spec.split)
+        self.task.ensure_setup()
+        self.protocol: Optional[Protocol] = None
+        if config.search.rejection or config.search.equivalence:
+            space = self.context.space
+            self.protocol = Protocol(self.task, space.branches, space.operators, config.protocol)
+        self.cache: "collections.OrderedDict[Tuple[int, str], ProtocolResult]" = collections.OrderedDict()
+        """(branch, expr) -> protocol result, for the deterministic outcomes met here."""
+
+    def learn(self, known: Tuple[Fact, ...]) -> None:
+        """Take protocol results that other workers found into the cache; only deterministic
+        outcomes are cached."""
+        for fact in known:
+            self._remember((fact.branch, fact.expr), fact.result)
+
+    def _remember(self, key: Tuple[int, str], result: ProtocolResult) -> None:
+        if result.cacheable:
+            self.cache[key] = dataclasses.replace(result, seconds=0.0)
+        while len(self.cache) > PROTOCOL_CACHE_SIZE:
+            self.cache.popitem(last=False)
+
+    def check(self, branch: int, tree: LossTree, expr: Optional[str] = None) -> ProtocolResult:
+        """The search's decision on one candidate: static checks, this sandbox's cache, then the
+        protocol (with `search.rejection` off: passed, with the fingerprint when
+        `search.equivalence` wants it). Never raises."""
+        search = self.context.config.search
+        if search.rejection:
+            reason = static_reason(tree, self.context.space.branches[branch])
+            if reason:
+                return ProtocolResult(False, reason)
+            key = (branch, expr or str(tree))
+            cached = self.cache.get(key)
+            if cached is not None:
+                self.cache.move_to_end(key)
+                return dataclasses.replace(cached, cached=True)
+        elif not search.equivalence:
+            return ProtocolResult(True)
+        result = protocol_result(self, branch, tree, search.rejection)
+        if not search.rejection:  # only the fingerprint was wanted: the first candidate is taken
+            return dataclasses.replace(result, passed=True)
+        self._remember(key, result)
+        return result
+
+
+def protocol_result(state: SandboxState, branch: int, tree: LossTree, optimize: bool) -> ProtocolResult:
+    """The rejection protocol on one branch tree, never raising."""
+    start, error = time.perf_counter(), None
+    try:
+        result = call_with_time_limit(lambda: state.protocol.check(branch, tree, optimize),
+                                      state.context.config.protocol.timeout_s)
+    except CandidateTimeout as exc:
+        result, error = ProtocolResult(False, "timeout"), str(exc)
+    except Exception as exc:  # a failing candidate is a result
+        result, error = ProtocolResult(False, "error"), describe(exc)
+    if error:
+        result = dataclasses.replace(result, seconds=time.perf_counter() - start, error=error)
+    return result
+
+
+def run_protocol(state: SandboxState, job: ProtocolJob) -> ProtocolResult:
+    """The protocol on one branch tree given as a string (a fingerprint for `retrain`)."""
+    try:
+        tree = parse_tree(job.expr, state.context.space.psets[job.branch])
+    except Exception as exc:
+        return ProtocolResult(False, "error", error=describe(exc))
+    return protocol_result(state, job.branch, tree, job.optimize)
+
+
+def _maker(state: SandboxState, part: Range) -> Callable[[int], Tuple[LossTree, Made]]:
+    """index -> (candidate tree, how it was made) for the range's stream."""
+    space, seed = state.context.space, state.context.config.seed
+    pset = space.psets[part.branch]
+    tree = parse_tree(part.parent, pset) if part.parent is not None else None
+    return lambda index: candidate(pset, tree, candidate_rng(seed, part.slot, part.branch, index),
+                                   space.depth, space.height_limit)
+
+
+def run_check(state: SandboxState, job: CheckJob) -> List[RangeDone]:
+    """Candidates of the job's ranges, in order, each range until its first pass (when the
+    range says so), for about `job.seconds` (the candidate under way when time is up is
+    finished; at least one is checked); the protocol results other workers found are taken
+    into the cache first. The caller hands the unchecked rest of a range out again."""
+    state.learn(job.known)
+    start = time.perf_counter()
+    out: List[RangeDone] = []
+    passed = set()
+    for part in job.ranges:
+        checked: List[Checked] = []
+        index = part.lo
+        if (part.slot, part.branch) in passed:  # a later range of a stream whose pass this job found
+            out.append(RangeDone(index))
+            continue
+        began = time.perf_counter()
+        make = _maker(state, part)
+        while index < part.hi and (time.perf_counter() - start < job.seconds or not (out or checked)):
+            tree, made = make(index)
+            expr = str(tree)
+            result = state.check(part.branch, tree, expr)
+            checked.append(Checked(index, expr, made, result))
+            index += 1
+            if result.passed and part.first_only:
+                passed.add((part.slot, part.branch))
+                break
+        out.append(RangeDone(index, tuple(checked), time.perf_counter() - began))
+    return out
+
+
+def run_describe(state: SandboxState, job: DescribeJob) -> Tuple[str, Made]:
+    """Candidate `job.index` of the range's stream, made but not checked."""
+    tree, made = _maker(state, job.range)(job.index)
+    return str(tree), made
+
+
+def run_training(state: SandboxState, job: TrainJob) -> Training:
+    """Proxy evaluation of one loss with a seed, never raising."""
+    config = state.context.config
+    try:
+        loss = state.context.space.compile(state.context.space.parse(dict(job.exprs)))
+    except Exception as exc:
+        out = training_failure("error", describe(exc))
+    else:
+        out = proxy_evaluate(state.task, loss, job.seed, config.proxy.timeout_s, config.search.stop_invalid)
+    return dataclasses.replace(out, device=state.device)
+
+
+def setup_failure(exc: BaseException) -> SetupFailed:
+    """Why the task could not be set up, from the exception raised."""
+    bad_input = isinstance(exc, InputError)
+    return SetupFailed(f"task setup failed: {exc if bad_input else describe(exc)}", bad_input)
+
+
+RUN: Dict[type, Callable[[SandboxState, Any], Any]] = {
+    CheckJob: run_check, DescribeJob: run_describe, ProtocolJob: run_protocol, TrainJob: run_training}
+
+
+class InProcess:
+    """Runs jobs in this process (`proxy.isolate: false`), with the Sandbox's interface."""
+
+    def __init__(self, spec: RunSpec, index: int = 0) -> None:
+        self.spec, self.index = spec, index
+        self.state: Optional[SandboxState] = None
+
+    def start(self) -> None:
+        if self.state is None:
+            try:
+                self.state = SandboxState(self.spec, self.index)
+            except Exception as exc:
+                failed = setup_failure(exc)
+                raise TaskSetupError(failed.message, failed.bad_input) from exc
+
+    def call(self, job: Any, timeout: float) -> Any:
+        self.start()
+        return RUN[type(job)](self.state, job)
+
+    def close(self) -> None:
+        self.state = None
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this process when its parent ends, even in the middle of a job."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main(read_fd: int, write_fd: int, parent: int) -> None:
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    init: Init = inbox.recv()
+    sys.path[:] = init.path
+    try:
+        state = SandboxState(init.spec, init.index)
+    except BaseException as exc:  # the task cannot be set up: say why, and stop
+        outbox.send(setup_failure(exc))
+        return
+    outbox.send(Ready(state.device))
+    while True:
+        try:
+            job = inbox.recv()
+        except EOFError:  # the parent closed the pipe: the run is over; skip the slow teardown
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        outbox.send(RUN[type(job)](state, job))
