@@ -37,10 +37,10 @@ import torch
 
 from gp_losses.config import to_dict
 from gp_losses.context import Context
-from gp_losses.messages import Checked, RunSpec, TrainJob
+from gp_losses.messages import RunSpec, TrainJob
 from gp_losses.outcomes import FailureWatch
 from gp_losses.population import FAILED, Individual, Known, SearchState, Slot
-from gp_losses.recorder import Recorder
+from gp_losses.recorder import Recorder, Rejected
 from gp_losses.rundir import RunDir
 from gp_losses.scheduler import Batch, Scheduler
 from gp_losses.streams import Answer
@@ -127,29 +127,20 @@ class Evolution:
     # --- vary + reject (section 3.2, Fig. 3; Eq. 5-6) -------------------------------------
     # Candidates are made and checked on the workers (gp_losses/sandboxed.py); here a slot
     # takes each branch's first candidate that passed, and books those rejected before it.
-    def accept(self, slot: Slot, answers: List[Answer]) -> List[Dict[str, Any]]:
+    def accept(self, slot: Slot, answers: List[Answer]) -> List[Rejected]:
         """Fill `slot` with each branch's accepted tree; the records of the rejected ones."""
         records = []
         for k, answer in enumerate(answers):
+            branch = self.space.branches[k].name
             for checked in answer.rejected:
                 self.state.counts[f"rejected_{checked.result.reason}"] += 1
-                records.append(self._rejected_record(k, checked))
+                records.append(Rejected(checked.record or checked.with_record(branch).record))
             self.state.explored += len(answer.rejected) + 1
             accepted = answer.accepted
             slot.trees[k] = parse_tree(accepted.expr, self.space.psets[k])
             slot.fingerprints[k] = tuple(accepted.result.fingerprint)
             slot.made[k] = accepted.made
         return self._number(records)
-
-    def _rejected_record(self, k: int, checked: Checked) -> Dict[str, Any]:
-        result = checked.result
-        record = {"index": None, "branch": self.space.branches[k].name, "expr": checked.expr,
-                  "status": "rejected", "reason": result.reason, "gain": result.gain,
-                  "protocol_steps": result.steps, "seconds": round(result.seconds, 6),
-                  "op": checked.made.op, "mutations": list(checked.made.steps)}
-        if result.error:
-            record["error"] = result.error
-        return record
 
     # --- dedupe (gradient equivalence, section 3.2) ---------------------------------------
     def dedupe(self, slot: Slot, batch: Batch) -> None:
@@ -223,10 +214,10 @@ class Evolution:
         self._unbooked = time.perf_counter() - booking
         self.failures.check("training", min(self.cfg.search.failure_window, self.to_train))
 
-    def _number(self, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    def _number(self, records: List[Rejected]) -> List[Rejected]:
         """Give each record its line number in evaluations.jsonl."""
         for record in records:
-            record["index"] = self.state.lines
+            record.index = self.state.lines
             self.state.lines += 1
         return records
 

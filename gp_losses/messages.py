@@ -14,6 +14,7 @@ processes that only relay jobs stay small.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -71,12 +72,31 @@ class Range:
 
 @dataclass(frozen=True)
 class Checked:
-    """One candidate checked: its index in its stream, its tree, how it was made, the outcome."""
+    """One candidate checked: its index in its stream, its tree, how it was made, the outcome;
+    for a rejected one, its line in evaluations.jsonl as JSON members, but the index and batch
+    that the origin gives it (`record`: made where the candidate was checked, off the origin)."""
 
     index: int
     expr: str
     made: Made
     result: ProtocolResult
+    record: Optional[str] = None
+
+    def rejected_fields(self, branch: str) -> Dict[str, Any]:
+        """Its evaluations.jsonl line as a rejected candidate of `branch`, but index and batch."""
+        result = self.result
+        fields = {"branch": branch, "expr": self.expr, "status": "rejected", "reason": result.reason,
+                  "gain": result.gain, "protocol_steps": result.steps, "seconds": round(result.seconds, 6),
+                  "op": self.made.op, "mutations": list(self.made.steps)}
+        if result.error:
+            fields["error"] = result.error
+        return fields
+
+    def with_record(self, branch: str) -> "Checked":
+        """This candidate with its `record`, if it was rejected."""
+        if self.result.passed:
+            return self
+        return dataclasses.replace(self, record=json.dumps(self.rejected_fields(branch))[1:-1])
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ were most of the origin's own serial work. During a search hall_of_fame.json has
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -26,6 +27,20 @@ from gp_losses.rundir import RunDir
 from gp_losses.space import SearchSpace
 
 log = logging.getLogger("gp_losses")
+
+
+class Rejected:
+    """A rejected candidate's line in evaluations.jsonl: its JSON members as the worker made
+    them (gp_losses/messages.py `Checked.record`), and the index the origin gives it."""
+
+    __slots__ = ("index", "members")
+
+    def __init__(self, members: str) -> None:
+        self.index: Optional[int] = None
+        self.members = members
+
+    def line(self, batch: int) -> str:
+        return f'{{"index": {self.index}, {self.members}, "batch": {batch}}}'
 
 
 class Recorder:
@@ -54,15 +69,16 @@ class Recorder:
 
             yield advance
 
-    def record(self, state: SearchState, records: List[Dict[str, Any]]) -> None:
-        """The batch's Statistics + Logbook row, evaluations.jsonl, logbook.csv,
-        hall_of_fame.json, checkpoint, status.json and progress.png."""
+    def record(self, state: SearchState, records: List[Any]) -> None:
+        """The batch's Statistics + Logbook row, evaluations.jsonl (its losses' records, and
+        the Rejected lines of its candidates), logbook.csv, hall_of_fame.json, checkpoint,
+        status.json and progress.png."""
         state.batches += 1
-        for record in records:
-            record["batch"] = state.batches
+        batch = state.batches
         row = self.row(state)
         state.logbook.record(**row)
-        state.jsonl_size = self.rundir.append_evaluations(records)
+        lines = [r.line(batch) if isinstance(r, Rejected) else json.dumps({**r, "batch": batch}) for r in records]
+        state.jsonl_size = self.rundir.append_lines(lines)
         self.rundir.write_logbook(state.logbook)
         self.rundir.write_json("hall_of_fame.json", hall_of_fame(state))
         self.rundir.save_checkpoint(state)

@@ -6,7 +6,7 @@
                         SCOOP's launcher exits 0 even when the script fails)
     evaluations.jsonl   one line per explored loss
     logbook.csv         DEAP Logbook, one row per batch
-    hall_of_fame.json   the best losses: expressions, formulas, scores
+    hall_of_fame.json   the best losses: expressions, scores (formulas made at the end)
     baselines.json      the task's baselines trained with the best loss's seed (at the end)
     final.json          the search's pick among the top K, trained longer on val (`final.top`
     final.md, .csv      > 0; gp_losses/final.py); their trainings in retrain/
@@ -155,11 +155,11 @@ class RunDir:
             pass
         return status
 
-    def append_evaluations(self, records: Iterable[Dict[str, Any]]) -> int:
-        """Append JSON lines, flushed to disk; returns the file's new size in bytes."""
+    def append_lines(self, lines: Iterable[str]) -> int:
+        """Append lines of JSON to evaluations.jsonl, flushed to disk; its new size in bytes."""
         with open(self.path / "evaluations.jsonl", "a") as fh:
-            for record in records:
-                fh.write(json.dumps(record) + "\n")
+            for line in lines:
+                fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
             return fh.tell()

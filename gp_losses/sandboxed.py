@@ -153,11 +153,12 @@ def run_check(state: SandboxState, job: CheckJob) -> List[RangeDone]:
             continue
         began = time.perf_counter()
         make = _maker(state, part)
+        branch = state.context.space.branches[part.branch].name
         while index < part.hi and (time.perf_counter() - start < job.seconds or not (out or checked)):
             tree, made = make(index)
             expr = str(tree)
             result = state.check(part.branch, tree, expr)
-            checked.append(Checked(index, expr, made, result))
+            checked.append(Checked(index, expr, made, result).with_record(branch))
             index += 1
             if result.passed and part.first_only:
                 passed.add((part.slot, part.branch))

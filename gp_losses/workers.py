@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -55,9 +56,12 @@ class Workers:
         """Seconds this process spent waiting on jobs (running the only worker's, or in wait())."""
         self._lock = threading.Lock()
         self._wake_r = self._wake_w = None
+        self._here: "queue.SimpleQueue" = queue.SimpleQueue()
+        """Worker 0's jobs, run by one thread of the origin for the whole search."""
         if self.remote:
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_r, False)
+            threading.Thread(target=self._run_here, daemon=True, name="gp_losses-worker-0").start()
 
     @property
     def busy(self) -> int:
@@ -80,24 +84,29 @@ class Workers:
         if worker == 0:
             key = object()
             self._flight[key] = (worker, tag, began)
-            threading.Thread(target=self._run_here, args=(key, fn, job), daemon=True,
-                             name="gp_losses-worker-0").start()
+            self._here.put((key, fn, job))
             return
         future = cluster.submit(fn, job, limit_s)
         cluster.send_away(future)
         self._flight[future] = (worker, tag, began)
         self._remote.append(future)
 
-    def _run_here(self, key: Any, fn: Callable[[Any], Any], job: Any) -> None:
-        try:
-            outcome = (key, fn(job), None)
-        except BaseException as exc:  # handed to the main thread by wait()
-            outcome = (key, None, exc)
-        with self._lock:  # close() takes the lock too: never a write to a closed descriptor
-            if self._wake_w is None:  # closed: the run is over
+    def _run_here(self) -> None:
+        """Worker 0: the origin's own jobs, one at a time, until close()."""
+        while True:
+            item = self._here.get()
+            if item is None:
                 return
-            self._done.append(outcome)
-            os.write(self._wake_w, b"x")
+            key, fn, job = item
+            try:
+                outcome = (key, fn(job), None)
+            except BaseException as exc:  # handed to the main thread by wait()
+                outcome = (key, None, exc)
+            with self._lock:  # close() takes the lock too: never a write to a closed descriptor
+                if self._wake_w is None:  # closed: the run is over
+                    return
+                self._done.append(outcome)
+                os.write(self._wake_w, b"x")
 
     def wait(self) -> List[Done]:
         """Block until at least one job has finished; the Done of every finished one, its
@@ -153,6 +162,7 @@ class Workers:
             cluster.forget(future)
         self._flight.clear()
         self._remote.clear()
+        self._here.put(None)
         with self._lock:
             for fd in (self._wake_r, self._wake_w):
                 if fd is not None:

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from gp_losses.cli import main, resolve_loss
+from gp_losses.cli import main
+from gp_losses.commands import resolve_loss
 from gp_losses.core.errors import InputError
 from gp_losses.contract import Branch
 from primitives import BOX_INPUTS
