@@ -61,6 +61,7 @@ class SandboxState:
         self.device = device_for(config.proxy.device, index, gpus)
         self.task = self.context.make_task(self.device, spec.split)
         self.task.ensure_setup()
+        warm_up()
         self.protocol: Optional[Protocol] = None
         if config.search.rejection or config.search.equivalence:
             space = self.context.space
@@ -101,6 +102,17 @@ class SandboxState:
             return dataclasses.replace(result, passed=True)
         self._remember(key, result)
         return result
+
+
+def warm_up() -> None:
+    """One optimizer step on a dummy tensor, at setup: torch imports some modules (torch._dynamo)
+    on an optimizer's first step, and a time limit that fires during that import leaves the
+    module half-initialized, failing every job after it in this sandbox (seen with a 1-s
+    protocol limit on a loaded machine)."""
+    weight = torch.zeros(1, requires_grad=True)
+    for optimizer in (torch.optim.SGD([weight], lr=0.1, momentum=0.9), torch.optim.Adam([weight], lr=0.1)):
+        weight.sum().backward()
+        optimizer.step()
 
 
 def protocol_result(state: SandboxState, branch: int, tree: LossTree, optimize: bool) -> ProtocolResult:

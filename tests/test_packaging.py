@@ -21,7 +21,7 @@ def test_the_wheel_ships_the_run_configs_and_an_install_finds_them(tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("gp_losses-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert set(CONFIGS) <= names and {"gp_losses/worker.py", "tasks/ins/__init__.py"} <= names
+    assert set(CONFIGS) <= names and {"gp_losses/sandboxed.py", "tasks/ins/__init__.py"} <= names
     assert not any("__pycache__" in n or n.startswith("tests/") for n in names)
     site = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet",

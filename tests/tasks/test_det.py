@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from contracts.task_contract import TaskContract
+from search_helpers import paper_task, trains_two_iterations
 from tasks.coco import coco_stats
 from tasks.det.probe import average_precision
 
@@ -127,27 +128,19 @@ def test_the_papers_detection_losses_pass_on_their_branch_and_their_negations_fa
 def test_paper_config_runs_two_iterations_on_a_coco_fixture(task_name, tmp_path):
     """runs/paper/{det,ins}_coco.yaml validate, and their ResNet-50 FPN networks train two SGD
     iterations on a COCO layout written here (at 64 px, not 800, to stay quick)."""
-    from gp_losses.context import build_context, load_run_config
-    from gp_losses.evaluate import proxy_evaluate
     from tasks.det.synthetic import ensure_dataset
 
     root = ensure_dataset(tmp_path / "coco", {"train": 4, "val": 2, "test": 2}, 0, 64)
-    config = load_run_config(None, str(ROOT / f"runs/paper/{task_name}_coco.yaml"), [
+    config, task = paper_task(f"runs/paper/{task_name}_coco.yaml", [
         f"task.options.data_root={root}", "task.options.train_split=train", "task.options.val_split=val",
         "task.options.epochs=0", "task.options.iterations=2", "task.options.batch_size=2",
         "task.options.size=64", "task.options.max_size=64", "task.options.loader_workers=1"])
     assert config.task.name == task_name and config.search.evaluations == 500
     assert config.protocol.lr == 0.005 and config.protocol.relative_gain  # runs/<task>.yaml's, laid under
-    context = build_context(config)
-    task = context.make_task("cpu")
     opt = task.options
     assert (opt.model, opt.optimizer, opt.lr, opt.warmup, opt.rpn_batch, opt.roi_batch) == \
         ("resnet50_fpn", "sgd", 0.04, 250, 256, 512)
-    loss = context.space.compile(context.space.parse(context.task_cls.baselines["ce_l1"]))
-    result = proxy_evaluate(task, loss, seed=0, timeout_s=600)
-    assert result.status == "ok" and result.iterations == 2, result.error
-    assert set(result.metrics) == {"ap", "ap50", "ap75"}
-    assert all(0.0 <= v <= 1.0 for v in result.metrics.values())
+    trains_two_iterations(task, "ce_l1")
 
 
 def test_a_search_over_some_branches_trains_the_others_with_a_fixed_baseline(tiny_det, monkeypatch):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from contracts.task_contract import TaskContract
+from search_helpers import paper_task, trains_two_iterations
 from gp_losses.context import build_context, load_run_config
 from gp_losses.evaluate import proxy_evaluate
 from tasks.pose import PoseTask
@@ -119,18 +120,12 @@ def _coco_fixture(root: Path) -> None:
 
 def test_paper_config_runs_two_iterations_on_a_coco_fixture(tmp_path):
     _coco_fixture(tmp_path / "coco")
-    config = load_run_config(None, str(ROOT / "runs/paper/pose_coco.yaml"), [
+    config, task = paper_task("runs/paper/pose_coco.yaml", [
         f"task.options.data_root={tmp_path / 'coco'}", "task.options.epochs=0",
         "task.options.iterations=2", "task.options.batch_size=2", "task.options.warmup=1"])
     assert config.task.options["model"] == "resnet50" and config.search.evaluations == 500
-    context = build_context(config)
-    task = context.make_task("cpu")
     assert (task.options.input_height, task.options.input_width) == (256, 192)
-    loss = context.space.compile(context.space.parse(PoseTask.baselines["mse"]))
-    result = proxy_evaluate(task, loss, seed=0, timeout_s=600)
-    assert result.status == "ok" and result.iterations == 2, result.error
-    assert set(result.metrics) == {"ap", "ap50", "ap75", "ar"}
-    assert all(0.0 <= v <= 1.0 for v in result.metrics.values())
+    trains_two_iterations(task, "mse")
     assert task.train_crops[0]["heatmaps"].shape[1:] == (64, 48) and task.train_crops.augment is not None
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from contracts.task_contract import TaskContract
+from search_helpers import paper_task, trains_two_iterations
 from tasks.seg.metric import IGNORE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,23 +150,14 @@ def _voc_fixture(root, splits):
 def test_paper_config_runs_two_iterations_on_a_voc_fixture(tmp_path):
     """runs/paper/seg_voc.yaml validates, and its DeepLabV3-R50 at 128 px trains two SGD
     iterations (poly schedule, head at 10x) on a VOC layout the test writes."""
-    from gp_losses.context import build_context, load_run_config
-    from gp_losses.evaluate import proxy_evaluate
-
     _voc_fixture(tmp_path / "voc", {"train_search": 4, "train_eval": 2, "val": 2})
-    config = load_run_config(None, str(ROOT / "runs/paper/seg_voc.yaml"), [
+    config, task = paper_task("runs/paper/seg_voc.yaml", [
         f"task.options.data_root={tmp_path / 'voc'}", "task.options.epochs=0",
         "task.options.iterations=2", "task.options.batch_size=2", "task.options.loader_workers=1"])
     assert config.task.options["model"] == "deeplabv3_resnet50" and config.search.evaluations == 500
-    context = build_context(config)
-    task = context.make_task("cpu")
     opt = task.options
     assert (opt.size, opt.optimizer, opt.lr, opt.head_lr, opt.schedule, opt.classes) == (128, "sgd", 0.02, 10, "poly", 21)
-    loss = context.space.compile(context.space.parse(context.task_cls.baselines["ce"]))
-    result = proxy_evaluate(task, loss, seed=0, timeout_s=600)
-    assert result.status == "ok" and result.iterations == 2, result.error
-    assert set(result.metrics) == {"miou", "fwiou", "gacc", "macc", "biou", "bf1"}
-    assert all(0.0 <= v <= 1.0 for v in result.metrics.values())
+    trains_two_iterations(task, "ce")
     assert task.x_train is None and len(task.train_data) == 4  # streamed
     image, label = task.train_data[0]
     assert image.shape == (3, 128, 128) and int(label.max()) == IGNORE
