@@ -11,7 +11,7 @@ run's j-th random slot takes its j-th pass. A random loss passes about once in a
 tries, so this is the long stream; shared, what a worker checks past the passes one batch
 needs is used by the next one instead of wasted.
 
-Whenever lanes (workers) come free, `plan` gives each one job: ranges of the open streams,
+Whenever workers come free, `plan` gives each one job: ranges of the open streams,
 its own streams first. A worker checks its ranges in order, each until its first pass, for
 about `search.round_s` seconds, and returns how far it got; what it did not reach is handed
 out again. Two workers may share a stream (more workers than open streams, or a worker done
@@ -178,8 +178,8 @@ class Stream:
 
 def plan(streams: List[Stream], workers: int, cap: int,
          round_s: float = 0.0) -> List[List[Tuple[Stream, int, int]]]:
-    """Jobs for `workers` free lanes: per lane, ranges of the open streams (ranges still out
-    with other lanes are not handed out again).
+    """Jobs for `workers` free workers: per worker, ranges of the open streams (ranges still out
+    with other workers are not handed out again).
 
     The open streams are dealt out in order, ceil(n / workers) to a worker (each stream to
     one worker; with fewer streams than workers, streams are shared), and each worker also

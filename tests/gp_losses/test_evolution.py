@@ -96,15 +96,17 @@ def test_the_origins_own_work_is_accounted_apart_from_the_workers(tmp_path, monk
     run_search("cls", out=str(tmp_path / "warm-up"), seed=0, overrides=overrides)
     run_search("cls", out=str(tmp_path / "fast"), seed=0, overrides=overrides)
     save = RunDir.save_checkpoint
-    monkeypatch.setattr(RunDir, "save_checkpoint", lambda self, state: (time.sleep(0.5), save(self, state)))
+    monkeypatch.setattr(RunDir, "save_checkpoint", lambda self, state: (time.sleep(1.0), save(self, state)))
     run_search("cls", out=str(tmp_path / "slow"), seed=0, overrides=overrides)
     fast, slow = rows(tmp_path / "fast")[-1], rows(tmp_path / "slow")[-1]
     batches = len(rows(tmp_path / "slow"))
-    # the last batch's bookkeeping is counted with the batch after it: batches - 1 sleeps
-    assert slow["seconds_origin"] - fast["seconds_origin"] >= 0.5 * (batches - 1) - 0.1
-    assert slow["seconds_waiting"] < fast["seconds_waiting"] + 0.5
-    assert slow["seconds_rejection_jobs"] < fast["seconds_rejection_jobs"] + 0.5
-    assert slow["seconds_training_jobs"] < fast["seconds_training_jobs"] + 0.5
+    # the last batch's bookkeeping is counted with the batch after it: batches - 1 sleeps; the
+    # jobs' own times vary by a few tenths of a second between runs on a loaded machine, far
+    # less than the sleeps would add to them if they were counted there
+    slept = 1.0 * (batches - 1)
+    assert slow["seconds_origin"] - fast["seconds_origin"] >= slept - 0.1
+    for column in ("seconds_waiting", "seconds_rejection_jobs", "seconds_training_jobs"):
+        assert slow[column] - fast[column] < slept / 2, column
     for row in rows(tmp_path / "slow"):
         assert 0 < row["seconds_origin"] <= row["seconds_wall"]
         # one worker: its jobs and its idle time make up the wall time

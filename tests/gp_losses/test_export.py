@@ -9,10 +9,11 @@ import sys
 import pytest
 import torch
 
+from gp_losses.cli import main
 from gp_losses.context import build_context, load_run_config
 from gp_losses.core.errors import InputError
 from gp_losses.export import to_module, to_source
-from search_helpers import ROOT, cli
+from search_helpers import ROOT
 
 EVERY_OPERATOR = ("Add(MeanC(MinPool(Tanh(Mul(Sqrt(yhat), Inv(y))))), "
                   "Neg(Abs(Log(Add(Exp(Square(MaxPool(yhat))), MeanNHW(Mul(y, one)))))))")
@@ -121,25 +122,21 @@ def test_an_operator_whose_code_differs_from_its_function_is_refused():
         OperatorSet(list(TABLE1) + [wrong])
 
 
-def test_export_cli_writes_the_file_and_the_formula(tmp_path):
+def test_export_cli_writes_the_file_and_the_formula(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(open(os.path.join(ROOT, "runs", "cls.yaml")).read())
     (run / "hall_of_fame.json").write_text(json.dumps([
         {"rank": 1, "score": 0.97, "expr": {"cls": "Neg(Mul(y, Log(yhat)))"}, "formula": {}, "metrics": {}}]))
-    proc = cli("export", str(run), "-o", str(tmp_path / "loss.py"))
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    assert main(["export", str(run), "-o", str(tmp_path / "loss.py")]) == 0
     text = (tmp_path / "loss.py").read_text()
     assert "class FoundLoss(torch.nn.Module)" in text and "softmax" in text and "EPS = 1e-12" in text
     assert "import gp_losses" not in text and "from gp_losses" not in text
-    proc = cli("export", str(run), "--format", "sympy")
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert out.strip() == "-y*log(yhat)"
-    proc = cli("export", str(run), "--rank", "2")
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and "ranks 1 to 1" in err
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "sympy"]) == 0
+    assert capsys.readouterr().out.strip() == "-y*log(yhat)"
+    assert main(["export", str(run), "--rank", "2"]) == 2
+    assert "ranks 1 to 1" in capsys.readouterr().err
 
 
 def test_the_training_loop_in_the_docs_runs(capsys):

@@ -4,9 +4,10 @@ import csv
 
 import pytest
 
+from gp_losses.cli import main
 from gp_losses.plot import figure, read_logbook
 from gp_losses.search import run_search
-from search_helpers import FAST, IN_PROCESS, cli
+from search_helpers import FAST, IN_PROCESS
 
 
 @pytest.fixture(scope="module")
@@ -36,19 +37,16 @@ def test_a_search_draws_progress_png_from_its_logbook(two_runs):
     assert rejected and all(any(float(r[f"rejected_{lab[10:]}"]) for r in rows) for lab in rejected)
 
 
-def test_plot_overlays_runs_and_refuses_bad_input(tmp_path, two_runs):
-    proc = cli("plot", *map(str, two_runs), "-o", str(tmp_path / "both.png"), "--x", "seconds")
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+def test_plot_overlays_runs_and_refuses_bad_input(tmp_path, two_runs, capsys):
+    assert main(["plot", *map(str, two_runs), "-o", str(tmp_path / "both.png"), "--x", "seconds"]) == 0
     assert (tmp_path / "both.png").read_bytes()[:4] == b"\x89PNG"
     fig = figure([(p.name, read_logbook(p)) for p in two_runs], x="seconds")
     assert [line.get_label() for line in fig.axes[0].lines] == ["seed0", "seed1"]
-    proc = cli("plot", str(two_runs[0]), "-o", str(tmp_path / "both.txt"))
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and ".png, .pdf or .svg" in err
-    proc = cli("plot", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.png"))
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and "no logbook.csv" in err
+    capsys.readouterr()
+    assert main(["plot", str(two_runs[0]), "-o", str(tmp_path / "both.txt")]) == 2
+    assert ".png, .pdf or .svg" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.png")]) == 2
+    assert "no logbook.csv" in capsys.readouterr().err
 
 
 def test_a_time_budget_ends_the_search_after_the_batch_that_spends_it(tmp_path):

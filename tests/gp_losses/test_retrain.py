@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from gp_losses.cli import main
 from gp_losses.evaluate import proxy_evaluate
 from gp_losses.journal import retrain_seed
 from gp_losses.report import best_rows, rank_correlation
@@ -80,7 +81,8 @@ def test_rediscovery_names_the_baseline_a_found_loss_is_equivalent_to(tmp_path, 
 def test_a_killed_retrain_reruns_only_what_is_missing(tmp_path, finished_run):
     run = _copy_run(finished_run, tmp_path / "run")
     log = run / "retrain" / "trainings.jsonl"
-    args = ["retrain", str(run), "--top", "2", "--seeds", "2", "--set", "retrain.options.iterations=1500"]
+    args = ["retrain", str(run), "--top", "2", "--seeds", "2", "--set", "retrain.options.iterations=1500",
+            "--set", IN_PROCESS]  # the journal is under test, not the sandbox: no child to start
     for kill_after in (1, 4):  # two kill points: early, and past the middle
         proc = cli(*args)
         assert wait_for(lambda: log.is_file() and len(log.read_text().splitlines()) >= kill_after, 240)
@@ -159,23 +161,19 @@ def test_retrain_takes_only_the_baselines_named(tmp_path, finished_run):
     assert proc.returncode == 2 and "no baseline 'hinge'" in err
 
 
-def test_retrain_refuses_bad_input(tmp_path, finished_run):
-    proc = cli("retrain", str(tmp_path))
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2 and "not a run directory" in err
+def test_retrain_refuses_bad_input(tmp_path, finished_run, capsys):
+    def refused(*argv):
+        assert main(["retrain", *argv]) == 2
+        return capsys.readouterr().err
+
+    assert "not a run directory" in refused(str(tmp_path))
     run = _copy_run(finished_run, tmp_path / "run")
     (run / "config.yaml").write_text((run / "config.yaml").read_text().split("retrain:")[0])
-    proc = cli("retrain", str(run))
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2 and "no retrain.options" in err
-    proc = cli("retrain", str(run), "--set", "retrain.options.hidden=-1")
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2 and "retrain.options.hidden" in err
+    assert "no retrain.options" in refused(str(run))
+    assert "retrain.options.hidden" in refused(str(run), "--set", "retrain.options.hidden=-1")
     (run / "status.json").write_text(json.dumps({"state": "running", "host": os.uname().nodename,
                                                  "pid": os.getpid()}))
-    proc = cli("retrain", str(run), "--schedule", "proxy")
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2 and "still running" in err
+    assert "still running" in refused(str(run), "--schedule", "proxy")
 
 
 def test_rank_correlation_and_bold_rows_by_hand():
