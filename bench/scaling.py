@@ -1,13 +1,14 @@
 """How a search's speed grows with SCOOP workers, phase by phase; prints JSON.
 
-Runs the same search (same seed, same `search.batch`) serially and under `python -m scoop -n W`
-for each W of `--workers`, one after the other, and reports for each: the whole process's
-wall seconds (launch to exit), and from logbook.csv the search loop, the rejection work and
-the proxy trainings (the worker-seconds their jobs held, divided by the W workers: their share
-of the search's wall time, as the phases overlap), the workers' idle time (also per worker) and the
-origin's own serial work (`seconds_origin`: selection, taking answers, dedupe, aging, records,
-checkpoint), each with its speed-up over the serial run. It checks that every run wrote the
-same evaluations.jsonl and hall of fame (timings, worker ids and devices aside).
+Runs the same search (same seed, same `search.batch`; no final stage: `final.top=0`) serially
+and under `python -m scoop -n W` for each W of `--workers`, one after the other, and reports
+for each: the whole process's wall seconds (launch to exit), and from logbook.csv the search
+loop, the rejection work and the proxy trainings (the worker-seconds their jobs held, divided
+by the W workers: their share of the search's wall time, as the phases overlap), the workers'
+idle time (also per worker) and the origin's own serial work (`seconds_origin`: selection,
+taking answers, dedupe, aging, records, checkpoint), each with its speed-up over the serial
+run. It checks that every run wrote the same evaluations.jsonl and hall of fame (timings,
+worker ids and devices aside).
 
 Projection to more workers (`--project`), with `search.batch` = W as a default run has:
 
@@ -54,7 +55,8 @@ PER_WORKER = {"rejection", "training", "idle"}
 def launch(workers: Optional[int], task: str, out: Path, args: argparse.Namespace) -> float:
     """Run one search; the process's wall seconds."""
     prefix = [sys.executable] + (["-m", "scoop", "-n", str(workers)] if workers else [])
-    sets = [f"search.batch={args.batch}", "search.compare_baselines=false", "search.plot=false", *args.set]
+    sets = [f"search.batch={args.batch}", "search.compare_baselines=false", "search.plot=false", "final.top=0",
+            *args.set]  # the search alone: no baselines, no picture, no final stage (a run config's final.top)
     cmd = prefix + [str(ROOT / "gp_losses" / "main.py"), "--task", task, "--seed", str(args.seed),
                     "--evaluations", str(args.evaluations), "--out", str(out)]
     cmd += [a for s in sets for a in ("--set", s)]

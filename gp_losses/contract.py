@@ -116,7 +116,7 @@ class Task:
 
     @classmethod
     def check_options(cls, options: Any) -> None:
-        """Raise gp_losses.config.ConfigError for option values the types cannot rule out
+        """Raise gp_losses.core.options.ConfigError for option values the types cannot rule out
         (called when a run is configured, before any work starts). Optional."""
 
     def ensure_setup(self) -> None:

@@ -42,7 +42,7 @@ from gp_losses.outcomes import FailureWatch
 from gp_losses.population import FAILED, Individual, Known, SearchState, Slot
 from gp_losses.recorder import Recorder, Rejected
 from gp_losses.rundir import RunDir
-from gp_losses.scheduler import Batch, Scheduler
+from gp_losses.scheduler import Batch, Planned, Scheduler
 from gp_losses.streams import Answer
 from gp_losses.trees import parse_tree
 
@@ -158,15 +158,15 @@ class Evolution:
         self.state.evaluations += 1
         if fp is not None:
             batch.pending.add(fp)
-        batch.jobs.append((TrainJob(self.spec.key, exprs, seed), child))
+        batch.jobs.append(Planned(TrainJob(self.spec.key, exprs, seed), child))
 
     # --- evaluate (proxy task, section 3.2) -----------------------------------------------
     def evaluate(self, batch: Batch) -> List[Dict[str, Any]]:
         """Book the batch's training results, resolve reuse, give every child its fitness.
         Only a training's deterministic outcome (ok, invalid) becomes known for reuse; a
         child whose equivalent in this batch failed is left `unscored`."""
-        for j, (_, child) in enumerate(batch.jobs):
-            result = batch.results[j]
+        for j, planned in enumerate(batch.jobs):
+            child, result = planned.child, batch.results[j]
             self.state.counts[result.status] += 1
             self.failures.add("training", None if result.reusable else result.error or result.status)
             child.training = result

@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, NamedTuple, Optional, Tuple
 
 from gp_losses.core.errors import RunFailed
 from gp_losses.jobs import check_job, train_job
@@ -55,6 +55,13 @@ class TrainTag:
     job: int
 
 
+class Planned(NamedTuple):
+    """A training the batch runs: its job, and the offspring whose fitness it gives."""
+
+    job: TrainJob
+    child: Individual
+
+
 @dataclass
 class Batch:
     """One batch being made: the open round's slots and streams, and what the batch has so far
@@ -76,7 +83,7 @@ class Batch:
     """No more rounds: every training the batch runs is in `jobs`."""
     records: List[Dict[str, Any]] = field(default_factory=list)
     children: List[Individual] = field(default_factory=list)
-    jobs: List[Tuple[TrainJob, Individual]] = field(default_factory=list)
+    jobs: List[Planned] = field(default_factory=list)
     queued: Deque[int] = field(default_factory=collections.deque)
     """Jobs not yet given to a worker."""
     pending: set = field(default_factory=set)
@@ -133,7 +140,7 @@ class Scheduler:
         self._open_round(batch)
         return self._drive(batch)
 
-    def trainings(self, children: List[Individual], jobs: List[Tuple[TrainJob, Individual]]) -> Batch:
+    def trainings(self, children: List[Individual], jobs: List[Planned]) -> Batch:
         """A batch of given children and training jobs, run to its end."""
         batch = Batch(len(jobs), children=children, jobs=jobs, filled=True,
                       queued=collections.deque(range(len(jobs))))
@@ -224,7 +231,7 @@ class Scheduler:
             if not batch.queued:
                 break
             j = batch.queued.popleft()
-            workers.start(worker, train_job, batch.jobs[j][0], TrainTag(j),
+            workers.start(worker, train_job, batch.jobs[j].job, TrainTag(j),
                           hard_limit(self.cfg.proxy.timeout_s))
         if workers.free:
             ahead = self._ahead_streams(batch)

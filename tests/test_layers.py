@@ -69,3 +69,23 @@ def test_resolving_cls_imports_no_detection_model():
             "print('torchvision.models.detection' in sys.modules, 'tasks.det' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_task_whose_import_fails_says_so_again_on_the_next_lookup(tmp_path, monkeypatch):
+    """A built-in registered by path (say det without torchvision) fails with its import error
+    each time it is asked for, never as an unknown name the second time."""
+    import pytest
+
+    from gp_losses.core.errors import InputError
+    from gp_losses.core.registry import Registry
+
+    (tmp_path / "broken_task.py").write_text("import no_such_dependency\nTask = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry("task")
+    registry.register_path("broken", "broken_task:Task")
+    for _ in range(2):
+        with pytest.raises(InputError, match="cannot import module 'broken_task'.*no_such_dependency"):
+            registry.get("broken")
+    (tmp_path / "broken_task.py").write_text("Task = 1\n")
+    sys.modules.pop("broken_task", None)
+    assert registry.get("broken") == 1 and "broken" in registry

@@ -81,8 +81,9 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The object registered as `name`, or the one a `package.module:NAME` path names."""
-        if name in self._paths:
-            self._items[name] = load_dotted(self._paths.pop(name), self.kind)
+        if name in self._paths:  # kept until its import succeeds: a failed one fails again alike
+            self._items[name] = load_dotted(self._paths[name], self.kind)
+            del self._paths[name]
         if name in self._items:
             return self._items[name]
         if ":" in name:
