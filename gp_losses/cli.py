@@ -70,15 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gp-losses {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # -v after the command too (`gp-losses tasks -v`); SUPPRESS keeps a -v given before it
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="debug logging on stderr")
 
-    p = sub.add_parser("search", help="run a loss search (same flags as gp_losses/main.py)")
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[verbose], **kwargs)
+
+    p = command("search", help="run a loss search (same flags as gp_losses/main.py)")
     add_search_arguments(p)
     p.set_defaults(func=cmd_search)
 
     for name, func, helptext in (
             ("probe", cmd_probe, "run the loss-rejection protocol on one loss: JSON"),
             ("train", cmd_train, "proxy-train a task with one loss: JSON")):
-        p = sub.add_parser(name, help=helptext)
+        p = command(name, help=helptext)
         p.add_argument("--task", required=True, help="built-in task name or package.module:TaskClass")
         p.add_argument("--metric", help="search metric (default: the task's first)")
         p.add_argument("--loss", action="append", required=True, metavar="EXPR|BASELINE",
@@ -91,15 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("tasks", help="the built-in tasks: branches, metrics, baselines (JSON)")
+    p = command("tasks", help="the built-in tasks: branches, metrics, baselines (JSON)")
     p.set_defaults(func=cmd_tasks)
 
-    p = sub.add_parser("show", help="a run's status, hall of fame, baselines and last statistics")
+    p = command("show", help="a run's status, hall of fame, baselines and last statistics")
     p.add_argument("run_dir", help="run directory")
     p.add_argument("--top", type=_positive, default=10, help="hall-of-fame entries (default 10)")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("retrain", help="train a run's best losses and the baselines again over "
+    p = command("retrain", help="train a run's best losses and the baselines again over "
                                        "seeds, scored on held-out data: RUN_DIR/retrain/report.md")
     p.add_argument("run_dir", help="run directory of a search")
     p.add_argument("--top", type=_positive, help="hall-of-fame losses to retrain (default retrain.top, 3)")
@@ -117,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a key of the run's config for the retrain (repeatable)")
     p.set_defaults(func=cmd_retrain)
 
-    p = sub.add_parser("export", help="a found loss as a standalone torch.nn.Module file "
+    p = command("export", help="a found loss as a standalone torch.nn.Module file "
                                       "(or its formula)")
     p.add_argument("run_dir", help="run directory of a search")
     p.add_argument("--rank", type=_positive, help="hall-of-fame rank (default: the search's pick, "
@@ -127,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="python: the module (default); sympy, latex: the simplified formula")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("plot", help="top-5 score and loss counts of one or more runs, overlaid")
+    p = command("plot", help="top-5 score and loss counts of one or more runs, overlaid")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
     p.add_argument("-o", "--output", required=True, help="picture to write (.png, .pdf, .svg)")
     p.add_argument("--x", choices=("evaluations", "seconds"), default="evaluations",
@@ -135,20 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="", help="title of the picture")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("formula", help="a loss as sympy/LaTeX, optionally evaluated at a point")
+    p = command("formula", help="a loss as sympy/LaTeX, optionally evaluated at a point")
     p.add_argument("expr", help="loss expression, e.g. 'Neg(Mul(y, Log(yhat)))'")
     p.add_argument("--at", action="append", default=[], metavar="NAME=VALUE",
                    help="evaluate with input NAME a 1x1x1x1 tensor of VALUE (repeatable)")
     _space_arguments(p)
     p.set_defaults(func=cmd_formula)
 
-    p = sub.add_parser("sample", help="random losses from the initializer, one per line")
+    p = command("sample", help="random losses from the initializer, one per line")
     p.add_argument("--n", type=_positive, default=10, help="how many (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     _space_arguments(p)
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("mutate", help="offspring of a loss, as JSON lines with the operation used")
+    p = command("mutate", help="offspring of a loss, as JSON lines with the operation used")
     p.add_argument("expr", help="parent loss expression")
     p.add_argument("--n", type=_positive, default=10, help="how many offspring (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

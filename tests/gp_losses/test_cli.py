@@ -117,3 +117,11 @@ def test_main_script_reports_an_unknown_task_with_exit_2(tmp_path):
     result = _subprocess("gp_losses/main.py", "--task", "posee", "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and "unknown task 'posee'" in result.stderr
     assert "did you mean 'pose'" in result.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv", [["-v", "sample"], ["sample", "-v"], ["sample", "--n", "2", "--verbose"]])
+def test_verbose_before_or_after_the_command(argv):
+    from gp_losses.cli import build_parser
+
+    assert build_parser().parse_args(argv).verbose is True
+    assert build_parser().parse_args(["sample"]).verbose is False
