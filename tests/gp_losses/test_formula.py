@@ -84,6 +84,26 @@ def _numeric(expr, point):
     return complex(expr.subs(point).evalf())
 
 
+def _sqrt_nesting(tree):
+    """The most Sqrt operators on one root-to-leaf path of `tree`."""
+    depth, deepest, opened = 0, 0, []
+    for token in str(tree).replace("(", " ( ").replace(")", " ) ").replace(",", " ").split():
+        if token == "(":
+            opened.append(last == "Sqrt")
+            depth += opened[-1]
+            deepest = max(deepest, depth)
+        elif token == ")":
+            depth -= opened.pop()
+        last = token
+    return deepest
+
+
+def test_sqrt_nesting_by_hand():
+    space = SearchSpace((Branch("loss"),))
+    assert _sqrt_nesting(space.parse("Add(Sqrt(y), Sqrt(Sqrt(yhat)))")[0]) == 2
+    assert _sqrt_nesting(space.parse("Mul(y, Log(yhat))")[0]) == 0
+
+
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), steps=st.integers(0, 6))
 def test_formula_agrees_with_the_compiled_loss(space, seed, steps):
@@ -99,4 +119,7 @@ def test_formula_agrees_with_the_compiled_loss(space, seed, steps):
         got = _numeric(space.formulas(loss, simplify)["loss"], {yhat: 0.37, y: 0.61})
         assume(cmath.isfinite(got))
         assert got.imag == pytest.approx(0, abs=1e-9)
-        assert got.real == pytest.approx(value, rel=1e-6, abs=1e-4)  # eps: sqrt(1e-12) = 1e-6
+        # the formula leaves out eps (1e-12), which a Sqrt of ~0 turns into sqrt(eps) = 1e-6, two
+        # nested ones into eps ** (1/4) = 1e-3 (Sqrt(Sqrt(Log(one)))), and so on
+        eps_error = 2 * 1e-12 ** (0.5 ** _sqrt_nesting(loss[0]))
+        assert got.real == pytest.approx(value, rel=1e-6, abs=max(1e-4, eps_error))
