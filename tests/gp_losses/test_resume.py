@@ -83,9 +83,9 @@ def test_scoop_run_resumed_serially_equals_a_serial_run(tmp_path):
     than a rejection job's time box: a free worker takes a waiting training, and a 0.1-s
     training could all go to whichever worker came free first. No rerun of a dead job (the
     reruns have tests of their own): each rerun starts a sandbox."""
-    overrides = [o for o in FAST if not o.startswith("search.") or o.startswith("search.population")] + [
+    overrides = [o for o in FAST if o.split("=")[0] not in ("search.batch", "search.evaluations")] + [
         "task.options.fault=exit", "task.options.fault_eval=3", "task.options.run_seed=0",
-        "task.options.train_s=1.0", "proxy.retries=0", "search.evaluations=8", "search.plot=false"]
+        "task.options.train_s=1.0", "proxy.retries=0", "search.evaluations=8"]
     out = tmp_path / "scoop"
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "tests"))
     done = subprocess.run([sys.executable, "-m", "scoop", "-n", "2", "gp_losses/main.py", "--task", FAULTY,

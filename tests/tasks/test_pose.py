@@ -125,7 +125,7 @@ def test_paper_config_runs_two_iterations_on_a_coco_fixture(tmp_path):
         "task.options.iterations=2", "task.options.batch_size=2", "task.options.warmup=1"])
     assert config.task.options["model"] == "resnet50" and config.search.evaluations == 500
     assert (task.options.input_height, task.options.input_width) == (256, 192)
-    trains_two_iterations(task, "mse")
+    trains_two_iterations(task, "mse", {"ap", "ap50", "ap75", "ar"})
     assert task.train_crops[0]["heatmaps"].shape[1:] == (64, 48) and task.train_crops.augment is not None
 
 
