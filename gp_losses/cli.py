@@ -12,11 +12,28 @@ import sys
 from typing import Callable, List, Optional
 
 from gp_losses import __version__
-from gp_losses.commands import (cmd_export, cmd_formula, cmd_mutate, cmd_plot, cmd_probe, cmd_retrain,
+from gp_losses.commands import (cmd_config, cmd_export, cmd_formula, cmd_mutate, cmd_plot, cmd_probe, cmd_retrain,
                                 cmd_sample, cmd_search, cmd_show, cmd_tasks, cmd_train)
 from gp_losses.core.errors import GpLossesError
 
 log = logging.getLogger("gp_losses")
+
+
+EXAMPLES = {
+    "search": ["gp-losses search --task cls --evaluations 20 --out outputs/cls-demo --workers 2"],
+    "probe": ["gp-losses probe --task cls --loss 'Neg(Mul(y, Log(yhat)))'"],
+    "train": ["gp-losses train --task cls --loss ce --seed 1"],
+    "config": ["gp-losses config --task seg --set task.metric=bf1"],
+    "tasks": ["gp-losses tasks"],
+    "show": ["gp-losses show outputs/cls-demo --top 3"],
+    "retrain": ["gp-losses retrain outputs/cls-demo --top 2 --seeds 3"],
+    "export": ["gp-losses export outputs/cls-demo -o found_loss.py"],
+    "plot": ["gp-losses plot outputs/cls-demo outputs/cls-other -o progress.png"],
+    "formula": ["gp-losses formula 'Neg(Mul(y, Log(yhat)))' --at yhat=0.7 --at y=1"],
+    "sample": ["gp-losses sample --n 5 --seed 1"],
+    "mutate": ["gp-losses mutate 'Neg(Mul(y, Log(yhat)))' --n 3"],
+}
+"""The example each subcommand's help ends with (a test runs the runnable ones)."""
 
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,10 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="debug logging on stderr")
 
     def command(name: str, **kwargs) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[verbose], **kwargs)
+        example = EXAMPLES[name]
+        return sub.add_parser(name, parents=[verbose], formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="example:\n" + "\n".join(f"  {line}" for line in example), **kwargs)
 
     p = command("search", help="run a loss search (same flags as gp_losses/main.py)")
     add_search_arguments(p)
+    p.add_argument("--workers", type=_positive, default=1,
+                   help="processes to search with: > 1 starts SCOOP (python -m scoop -n N) for you")
+    p.add_argument("--hostfile", help="SCOOP's hostfile, for workers on several nodes "
+                   "(docs/multi-node.md)")
     p.set_defaults(func=cmd_search)
 
     for name, func, helptext in (
@@ -97,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train":
             p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
         p.set_defaults(func=func)
+
+    p = command("config", help="the resolved configuration of a run (YAML): the task's defaults, "
+                               "--config, --set and --operators, layered; nothing runs")
+    p.add_argument("--task", help="built-in task name or package.module:TaskClass")
+    p.add_argument("--config", help="YAML run configuration (default: the task's runs/*.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config key (repeatable)")
+    _operators_argument(p)
+    p.set_defaults(func=cmd_config)
 
     p = command("tasks", help="the built-in tasks: branches, metrics, baselines (JSON)")
     p.set_defaults(func=cmd_tasks)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -98,6 +100,27 @@ def _has_internals() -> bool:
             hasattr(comm, a) for a in ("socket", "direct_socket", "infoSocket", "sendFuture"))
     except Exception:
         return False
+
+
+# --- starting SCOOP ----------------------------------------------------------------------------
+def launch(args: Any, workers: int, hostfile: Optional[str] = None, quiet: bool = False) -> int:
+    """Run `gp_losses/main.py ARGS` under `python -m scoop -n WORKERS [--hostfile FILE]` from
+    the installed package (no checkout, no script path); the launcher's exit code. Workers see
+    this process's sys.path, so a user's task module imports there too. `quiet`: the
+    search's JSON summary (stdout) is dropped."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "main.py")
+    command = [sys.executable, "-m", "scoop", "-n", str(workers)]
+    if hostfile:
+        if not os.path.isfile(hostfile):
+            from gp_losses.core.errors import InputError
+
+            raise InputError(f"--hostfile {hostfile!r}: no such file (one host per line: NAME [WORKERS])")
+        command += ["--hostfile", hostfile]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(os.path.abspath(p) for p in sys.path if p))
+    log.info("starting SCOOP: %d worker(s)%s", workers, f", hosts in {hostfile}" if hostfile else "")
+    done = subprocess.run(command + [script] + [str(a) for a in args], env=env,
+                          stdout=subprocess.DEVNULL if quiet else None)
+    return done.returncode
 
 
 # --- the log --------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import random
 import sys
 from typing import Dict, Sequence
 
-from gp_losses.core.errors import InputError
+from gp_losses.core.errors import GpLossesError, InputError
 
 log = logging.getLogger("gp_losses")
 
@@ -76,13 +76,45 @@ def cmd_mutate(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from gp_losses.search import run_search
+    from gp_losses.driver import run_search
 
     if not (args.task or args.config or args.resume):
         raise InputError("give --task NAME, a --config FILE that names task.name, or --resume RUN_DIR")
+    if getattr(args, "workers", 1) > 1 or getattr(args, "hostfile", None):
+        return _search_scoop(args)
     summary = run_search(args.task, args.config, args.out, args.seed, args.evaluations,
                          args.resume, args.set, args.operators)
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _search_scoop(args: argparse.Namespace) -> int:
+    """`gp-losses search --workers N`: the search under SCOOP, started from here."""
+    from gp_losses import cluster
+    from gp_losses.driver import check_finished, search_args, status_time
+
+    if cluster.running():
+        raise InputError("--workers starts SCOOP itself: under python -m scoop, give -n to scoop instead")
+    sets = list(args.set) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    run_dir, argv = search_args(args.task, args.config, args.out, args.resume, args.evaluations, sets,
+                                args.operators)
+    before = status_time(run_dir)
+    code = cluster.launch(argv + (["-v"] if getattr(args, "verbose", False) else []), args.workers, args.hostfile)
+    try:
+        check_finished(run_dir, code, before)
+    except GpLossesError as exc:
+        log.debug("%s", exc)  # the search's own message is above, on stderr
+        return exc.exit_code
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from gp_losses import config as cfg
+    from gp_losses.context import load_run_config
+
+    if not (args.task or args.config):
+        raise InputError("give --task NAME or a --config FILE that names task.name")
+    sys.stdout.write(cfg.dump(load_run_config(args.task, args.config, args.set, args.operators)))
     return 0
 
 

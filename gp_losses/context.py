@@ -23,13 +23,32 @@ checkout, and installed beside it as package data (setup.cfg), so found from any
 
 
 def resolve_task(name: str) -> Type[Any]:
-    """The Task class for a built-in name or a `package.module:Class` path."""
+    """The Task class for a built-in name or a `package.module:NAME` path, where NAME is a
+    Task subclass or a factory: a function of no arguments that returns one."""
     if not name:
         raise ConfigError("task.name: no task given; use --task NAME")
     task_cls = TASKS.get(name)
+    if callable(task_cls) and not isinstance(task_cls, type):
+        task_cls = _call_factory(name, task_cls)
     if not (isinstance(task_cls, type) and issubclass(task_cls, Task)):
         raise InputError(f"task {name!r}: expected a subclass of gp_losses.contract.Task, got {task_cls!r}")
     return task_cls
+
+
+def _call_factory(name: str, factory: Any) -> Any:
+    cached = _FACTORIES.get(name)
+    if cached is not None and cached[0] is factory:
+        return cached[1]
+    try:
+        made = factory()
+    except TypeError as exc:
+        raise InputError(f"task {name!r}: calling the factory with no arguments failed: {exc}") from exc
+    _FACTORIES[name] = (factory, made)
+    return made
+
+
+_FACTORIES: dict = {}
+"""A factory's task class per name, made once per process (every lookup gets the same class)."""
 
 
 def default_config_path(task: str) -> Optional[Path]:

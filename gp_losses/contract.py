@@ -115,6 +115,15 @@ class Task:
         self._ready = False
 
     @classmethod
+    def export_inputs(cls, options: Any) -> Optional[Dict[str, Any]]:
+        """How an exported loss takes what a user's training loop has (gp_losses/export.py):
+        `{"kind": "labels", "ignore_index": K}` for logits and class indices (the loss inputs
+        are softmax and one-hot, masked where the target is K), `{"kind": "dense"}` for outputs,
+        targets and an optional weight (both multiplied by it); None (the default) where the
+        task's transform is its own: the export then takes the loss inputs themselves."""
+        return None
+
+    @classmethod
     def check_options(cls, options: Any) -> None:
         """Raise gp_losses.core.options.ConfigError for option values the types cannot rule out
         (called when a run is configured, before any work starts). Optional."""

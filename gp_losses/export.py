@@ -45,9 +45,18 @@ def _indent(text: str, prefix: str) -> str:
 
 
 def to_source(space: SearchSpace, loss: Loss, header: str = "",
-              inputs_doc: Optional[Mapping[str, str]] = None, class_name: str = CLASS_NAME) -> str:
-    """The standalone module's source for `loss` in `space`."""
+              inputs_doc: Optional[Mapping[str, str]] = None, class_name: str = CLASS_NAME,
+              dropin: Optional[Mapping[str, Any]] = None) -> str:
+    """The standalone module's source for `loss` in `space`. With `dropin` (a task's
+    `export_inputs`) a one-branch module is called as torch's own losses are: `labels`:
+    `FoundLoss(weight=None, ignore_index=K, reduction="mean")(logits, target)`; `dense`:
+    `FoundLoss(reduction="mean")(output, target, weight=None)`; `raw()` takes the loss
+    inputs themselves. Without it (or for several branches) `forward` takes the loss inputs."""
     inputs_doc = inputs_doc or {}
+    single = len(space.branches) == 1
+    kind = (dropin or {}).get("kind") if single else None
+    if kind not in (None, "labels", "dense"):
+        raise ValueError(f"export_inputs kind {kind!r}: expected 'labels' or 'dense'")
     for branch, tree in zip(space.branches, loss):
         if isinstance(tree, PythonLoss):
             raise InputError(f"loss branch {branch.name!r} is the Python loss {tree.name!r}: it is code "
@@ -58,7 +67,6 @@ def to_source(space: SearchSpace, loss: Loss, header: str = "",
         raise InputError(f"operator {missing[0]!r} has no `code` (Primitive(..., code=...)): a loss "
                          "that uses it cannot be written as a standalone module")
     formulas = space.formulas(loss)
-    single = len(space.branches) == 1
     doc = [header.strip() or "A loss function found by gp-losses.", ""]
     for branch, tree in zip(space.branches, loss):
         doc += [f"Branch `{branch.name}` (weight {branch.weight:g}):",
@@ -72,7 +80,23 @@ def to_source(space: SearchSpace, loss: Loss, header: str = "",
     doc += ["Each branch's loss is sum(o) / (N * H * W) over its (N, C, H, W) output o (Eq. 3 of",
             "AutoLoss-Zero: no normalization over C, as cross-entropy); the total is the sum of",
             "weight * branch loss (Eq. 4).", "", "Usage:", ""]
-    if single:
+    if kind == "labels":
+        doc += [f"    criterion = {class_name}()          # as nn.CrossEntropyLoss(ignore_index={dropin['ignore_index']})",
+                "    loss = criterion(logits, target)   # logits (N, C[, d1[, d2]]), target class indices",
+                "    loss.backward()", "",
+                "It takes logits and integer targets as nn.CrossEntropyLoss does and applies the",
+                "task's transform inside (`inputs`). reduction='mean' divides by the N*d1*d2 elements,",
+                "ignored ones included (Eq. 3, as the search trained it; nn.CrossEntropyLoss divides",
+                "by the labelled ones only); 'sum' sums; 'none' gives (N, d1, d2), o summed over C;",
+                "`weight` (C,) scales each class's o. `raw(yhat, y)` takes the loss inputs themselves."]
+    elif kind == "dense":
+        doc += [f"    criterion = {class_name}()",
+                "    loss = criterion(output, target, weight=None)   # (N, C[, d1[, d2]]); weight (N, C) or the output's shape",
+                "    loss.backward()", "",
+                "The task's transform is inside (`inputs`): output and target multiplied by weight.",
+                "reduction='mean' divides by the N*d1*d2 elements (Eq. 3), 'sum' sums, 'none' gives",
+                "(N, d1, d2), o summed over C. `raw(yhat, y)` takes the loss inputs themselves."]
+    elif single:
         (branch,) = space.branches
         args = ", ".join(f"{t.name}=..." for t in branch.inputs if t.constant is None)
         doc.append(f"    criterion = {class_name}()\n    loss = criterion({args})\n    loss.backward()")
@@ -107,11 +131,18 @@ def to_source(space: SearchSpace, loss: Loss, header: str = "",
               "        if o.dim() != 4:",
               '            raise ValueError(f"loss inputs must be (N, C, H, W) tensors, got shape {tuple(o.shape)}")',
               "        n, _, h, w = o.shape", "        return o.sum() / max(n * h * w, 1)  # no sample: 0", ""]
-    if single:
+    if kind:
+        (branch,) = space.branches
+        variables = [t.name for t in branch.inputs if t.constant is None]
+        if variables != ["yhat", "y"]:
+            raise ValueError(f"a {kind} export needs branch inputs yhat and y, got {variables}")
+        lines += _dropin_lines(kind, branch.name, dropin)
+    elif single:
         (branch,) = space.branches
         variables = [t.name for t in branch.inputs if t.constant is None]
         lines += [f"    def forward(self, {', '.join(variables)}):",
-                  f"        return self.reduce(self.branch_{branch.name}({', '.join(variables)}))"]
+                  f"        return self.reduce(self.branch_{branch.name}({', '.join(variables)}))",
+                  "", "    raw = forward"]
     else:
         lines += ["    def branch_loss(self, name, inputs):",
                   '        """weight * loss of branch `name` from {input name: tensor} (other inputs ignored)."""',
@@ -124,6 +155,77 @@ def to_source(space: SearchSpace, loss: Loss, header: str = "",
                   "            total = total + self.branch_loss(name, inputs[name])",
                   "        return total"]
     return "\n".join(_tidy(lines)) + "\n"
+
+
+_LABELS = '''
+    def __init__(self, weight=None, ignore_index={ignore_index!r}, reduction="mean"):
+        super().__init__()
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {{reduction!r}}")
+        self.ignore_index, self.reduction = ignore_index, reduction
+        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
+
+    def inputs(self, input, target):
+        """(yhat, y), (N, C, H, W): softmax(logits) and one_hot(target), masked where target is ignore_index."""
+        if not 2 <= input.dim() <= 4 or tuple(target.shape) != (input.shape[0], *input.shape[2:]):
+            raise ValueError(f"expected logits (N, C), (N, C, L) or (N, C, H, W) and class indices of shape "
+                             f"(N, ...), got {{tuple(input.shape)}} and {{tuple(target.shape)}}")
+        logits = input.reshape(*input.shape, *([1] * (4 - input.dim())))
+        labels = target.reshape(*target.shape, *([1] * (3 - target.dim())))
+        mask = (labels != self.ignore_index)[:, None].to(logits.dtype)
+        onehot = F.one_hot(torch.where(labels == self.ignore_index, 0, labels), logits.shape[1])
+        return logits.softmax(dim=1) * mask, onehot.permute(0, 3, 1, 2).to(logits.dtype) * mask
+
+    def forward(self, input, target):
+        yhat, y = self.inputs(input, target)
+        return self._reduce(self.branch_{branch}(yhat, y), tuple(target.shape))
+'''
+
+_DENSE = '''
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {{reduction!r}}")
+        self.reduction, self.weight = reduction, None
+
+    def inputs(self, output, target, weight=None):
+        """(yhat, y), (N, C, H, W): output and target, each multiplied by weight when given."""
+        if output.shape != target.shape or not 2 <= output.dim() <= 4:
+            raise ValueError(f"expected output and target of one shape (N, C[, d1[, d2]]), got "
+                             f"{{tuple(output.shape)}} and {{tuple(target.shape)}}")
+        yhat = output.reshape(*output.shape, *([1] * (4 - output.dim())))
+        y = target.reshape(*target.shape, *([1] * (4 - target.dim())))
+        if weight is None:
+            return yhat, y
+        w = weight.reshape(*weight.shape, *([1] * (4 - weight.dim()))).to(yhat.dtype)
+        return yhat * w, y * w
+
+    def forward(self, output, target, weight=None):
+        yhat, y = self.inputs(output, target, weight)
+        return self._reduce(self.branch_{branch}(yhat, y), (output.shape[0], *output.shape[2:]))
+'''
+
+_REDUCE = '''
+    def _reduce(self, o, shape):
+        """The reduction asked for; 'mean' is Eq. 3, the loss the search trained with."""
+        if self.weight is not None:
+            o = o * self.weight.to(o.dtype).view(1, -1, 1, 1)
+        if self.reduction == "none":
+            return o.sum(dim=1).reshape(shape)
+        if self.reduction == "sum":
+            return o.sum()
+        return self.reduce(o)
+
+    def raw(self, yhat, y):
+        """Eq. 3 from the loss inputs themselves, (N, C, H, W) each, as the search computed it."""
+        return self.reduce(self.branch_{branch}(yhat, y))
+'''
+
+
+def _dropin_lines(kind: str, branch: str, dropin: Mapping[str, Any]) -> List[str]:
+    """`__init__`, `inputs`, `forward`, `_reduce` and `raw` of a drop-in module."""
+    body = (_LABELS if kind == "labels" else _DENSE).format(branch=branch, ignore_index=dropin.get("ignore_index"))
+    return (body + _REDUCE.format(branch=branch)).strip("\n").splitlines()
 
 
 def _tidy(lines: List[str]) -> List[str]:
@@ -171,7 +273,8 @@ def run_source(run_dir: Union[str, Path], rank: Optional[int] = None) -> str:
     header = (f"Loss of rank {rank}{chosen} of the search in {Path(run_dir).name}: task `{context.task_cls.name}`, "
               f"metric {context.metric}.\nSearch score {entry['score']:.4f} (proxy training, val split, the "
               "best of its proxy runs: optimistic; `gp-losses retrain` scores it on held-out data).")
-    return to_source(context.space, context.space.parse(expr), header, context.task_cls.loss_inputs_doc)
+    return to_source(context.space, context.space.parse(expr), header, context.task_cls.loss_inputs_doc,
+                     dropin=context.task_cls.export_inputs(context.options))
 
 
 def to_module(source: Union[str, Path, Mapping[str, str]], task: Optional[str] = None,
@@ -188,12 +291,13 @@ def to_module(source: Union[str, Path, Mapping[str, str]], task: Optional[str] =
 
         context = build_context(load_run_config(task, None, [], operators))
         space, doc = context.space, context.task_cls.loss_inputs_doc
+        dropin = context.task_cls.export_inputs(context.options)
     else:
         from primitives import operator_set
 
-        space, doc = SearchSpace(operators=operator_set(operators)), {}
+        space, doc, dropin = SearchSpace(operators=operator_set(operators)), {}, None
     text = to_source(space, space.parse(source if isinstance(source, Mapping) else str(source)),
-                     inputs_doc=doc)
+                     inputs_doc=doc, dropin=dropin)
     return load_source(text).__dict__[CLASS_NAME]()
 
 

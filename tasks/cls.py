@@ -56,6 +56,10 @@ class DigitsTask(Task):
         split_seed: int = option(0, 0, 2 ** 32 - 1)
 
     @classmethod
+    def export_inputs(cls, options: Any) -> Dict[str, Any]:
+        return {"kind": "labels", "ignore_index": -100}  # no ignored label: torch's default
+
+    @classmethod
     def check_options(cls, options: Any) -> None:
         if NUM_IMAGES - options.eval_size - options.test_size < 100:
             raise ConfigError(f"task.options.eval_size + test_size: {options.eval_size} + {options.test_size} "

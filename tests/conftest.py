@@ -8,7 +8,7 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
-# tests/ holds shared helpers (contracts/, toy tasks) imported by module name
+# tests/ holds shared helpers (search_helpers, toy tasks) imported by module name
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
-    {"cli", "main", "__main__"}, {"commands", "export"}, {"search"}, {"final"}, {"retrain"}, {"report"}, {"journal"},
+    {"cli", "main", "__main__", "api", "testing"}, {"commands", "export"}, {"driver"}, {"final"}, {"retrain"}, {"report"}, {"journal"},
     {"evolution"}, {"scheduler"}, {"recorder"}, {"streams"}, {"jobs"}, {"workers"}, {"cluster"},
     {"sandbox"}, {"sandboxed"}, {"context"},
     {"space", "rejection", "evaluate", "variation", "trees", "torch_loss", "formula", "population", "plot", "rundir"},

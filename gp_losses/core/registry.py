@@ -76,6 +76,11 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._names.append(name)
 
+    def register_local(self, name: str, obj: T) -> None:
+        """`name` as `obj` in this process only, replacing an earlier local entry of that name
+        (a class defined again in a notebook); never listed among the registered names."""
+        self._items[name] = obj
+
     def decorator(self, name: str) -> Callable[[T], T]:
         return lambda obj: self.register(name, obj)
 

@@ -95,6 +95,10 @@ class PoseTask(DatasetTask):
         return ensure_dataset(root, opt.synthetic_train, opt.synthetic_val, opt.synthetic_seed,
                               opt.synthetic_size, opt.synthetic_test)
 
+    @classmethod
+    def export_inputs(cls, options: Any) -> Dict[str, Any]:
+        return {"kind": "dense"}  # heatmaps and (N, 17) joint weights
+
     def build_network(self) -> torch.nn.Module:
         opt = self.options
         return build_model(opt.model, opt.weights_file or None, opt.stride, opt.width)

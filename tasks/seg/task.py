@@ -90,6 +90,11 @@ class SegTask(DatasetTask):
         loader: str = option("memory", choices=("memory", "stream"),
                              help="memory: every image decoded once, as tensors; stream: a DataLoader")
 
+    @classmethod
+    def export_inputs(cls, options: Any) -> Any:
+        """Logits and label maps with 255 ignored; boundary targets are the task's own transform."""
+        return {"kind": "labels", "ignore_index": seg_metric.IGNORE} if options.targets == "region" else None
+
     # --- data ----------------------------------------------------------------------------
     @property
     def classes(self) -> int:

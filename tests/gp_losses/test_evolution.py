@@ -10,7 +10,7 @@ from gp_losses.context import build_context, load_run_config
 from gp_losses.evolution import Evolution, evaluation_seed
 from gp_losses.population import Individual
 from gp_losses.scheduler import FILL_ROUNDS
-from gp_losses.search import run_search
+from gp_losses.driver import run_search
 
 CANDIDATES = ("rejected",)
 """Statuses of explored candidates that never became a loss of the population."""

@@ -38,7 +38,7 @@ tensors = {b: {k: v.clone().requires_grad_(k == "yhat") for k, v in d.items()} f
 criterion = module.FoundLoss()
 if len(tensors) == 1:
     (branch,) = tensors.values()
-    value = criterion(**branch)
+    value = criterion.raw(**branch)  # the loss inputs themselves (forward takes logits, targets)
 else:
     value = criterion(tensors)
 value.backward()
@@ -66,7 +66,8 @@ def test_exported_file_matches_the_compiled_tree_without_the_project(tmp_path, t
     space = context.space
     (branch,) = space.branches
     path = tmp_path / "found_loss.py"
-    path.write_text(to_source(space, space.parse(expr), "test", context.task_cls.loss_inputs_doc))
+    path.write_text(to_source(space, space.parse(expr), "test", context.task_cls.loss_inputs_doc,
+                              dropin=context.task_cls.export_inputs(context.options)))
     inputs = _inputs(task_name)
     torch.save(inputs, tmp_path / "inputs.pt")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -93,10 +94,15 @@ def test_to_module_from_an_expression_and_a_wrong_shape():
     yhat = logits.softmax(dim=1)[:, :, None, None]
     y = torch.nn.functional.one_hot(labels, 10).float()[:, :, None, None]
     expected = torch.nn.functional.cross_entropy(logits, labels)  # ce with eps: equal to 1e-6
-    assert module(yhat, y).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert module.raw(yhat, y).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert module(logits, labels).item() == pytest.approx(expected.item(), rel=1e-5)
     assert isinstance(module, torch.nn.Module)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        module(yhat[:, :, 0, 0], y[:, :, 0, 0])
+        module.raw(yhat[:, :, 0, 0], y[:, :, 0, 0])
+    with pytest.raises(ValueError, match=r"got \(16, 10\) and \(16, 3\)"):
+        module(logits, labels[:, None].repeat(1, 3))
+    raw = to_module("Neg(Mul(y, Log(yhat)))")  # no task: forward takes the loss inputs
+    assert raw(yhat=yhat, y=y).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_an_operator_without_code_cannot_be_exported():
@@ -148,3 +154,78 @@ def test_the_training_loop_in_the_docs_runs(capsys):
     exec(compile(block, "docs/export.md", "exec"), {})
     printed = capsys.readouterr().out
     assert printed.startswith("loss after 5 steps: ") and math.isfinite(float(printed.split(": ")[1]))
+
+
+def _ce_dropin_cases():
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 6, 5, 7, generator=gen, dtype=torch.float64)
+    target = torch.randint(0, 6, (4, 5, 7), generator=gen)
+    target[0, :2] = 255
+    target[3, :, 4:] = 255
+    yield "seg", 255, logits, target
+    logits = torch.randn(16, 10, generator=gen, dtype=torch.float64)
+    yield "cls", -100, logits, torch.randint(0, 10, (16,), generator=gen)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_the_exported_ce_is_torch_cross_entropy_up_to_eq3_normalization(reduction):
+    """FoundLoss()(logits, target) of the ce tree is F.cross_entropy(..., ignore_index): 'sum'
+    and 'none' equal; 'mean' divides by all N*H*W elements (Eq. 3) where torch divides by the
+    labelled ones, a factor labelled / (N*H*W) (1 without ignored elements)."""
+    import torch.nn.functional as F
+
+    for task, ignore, logits, target in _ce_dropin_cases():
+        module = to_module("Neg(Mul(y, Log(yhat)))", task=task)
+        assert module.ignore_index == ignore
+        criterion = type(module)(reduction=reduction)
+        ours = criterion(logits, target)
+        theirs = F.cross_entropy(logits, target, ignore_index=ignore, reduction=reduction)
+        if reduction == "mean":
+            labelled = int((target != ignore).sum())
+            theirs = theirs * labelled / target.numel()
+            assert labelled < target.numel() or task == "cls"
+        assert ours.shape == theirs.shape
+        assert torch.allclose(ours, theirs, rtol=1e-9, atol=1e-9)  # Log's eps: 1e-12
+        weight = torch.rand(logits.shape[1], dtype=torch.float64) + 0.5
+        weighted = type(module)(weight=weight, reduction="none")(logits, target)
+        unweighted = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore, reduction="none")
+        assert torch.allclose(weighted, unweighted, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("task_name", ["cls", "seg", "pose", "template_tasks:Squares", "template_tasks:Peaks"])
+def test_the_dropin_equals_the_compiled_tree_on_the_tasks_own_inputs(task_name):
+    """The drop-in applies the task's transform (softmax and one-hot with the ignore mask;
+    heatmaps times weights) exactly as the search did: values and gradients equal."""
+    context = build_context(load_run_config(task_name, None, []))
+    task, space = context.make_task(), context.space
+    (branch,) = space.branches
+    expr = EVERY_OPERATOR if task_name != "pose" else FOUND_POSE
+    module = to_module(expr, task=task_name)
+    gen = torch.Generator().manual_seed(0)
+    if task_name == "cls":
+        outputs, target = torch.randn(8, 10, generator=gen), torch.randint(0, 10, (8,), generator=gen)
+        targets, args = target, (target,)
+    elif task_name in ("seg", "template_tasks:Squares"):
+        classes = 6 if task_name == "seg" else 3
+        outputs = torch.randn(2, classes, 9, 8, generator=gen)
+        target = torch.randint(0, classes, (2, 9, 8), generator=gen)
+        target[:, :2] = 255
+        targets, args = target, (target,)
+    elif task_name == "pose":
+        outputs, heat = torch.randn(3, 17, 8, 6, generator=gen), torch.rand(3, 17, 8, 6, generator=gen)
+        weights = (torch.rand(3, 17, generator=gen) > 0.3).float()
+        targets, args = {"heatmaps": heat, "weights": weights}, (heat, weights)
+    else:
+        outputs, heat = torch.randn(3, 1, 8, 6, generator=gen), torch.rand(3, 1, 8, 6, generator=gen)
+        weights = torch.tensor([[1.0], [0.0], [1.0]])
+        targets, args = (heat, weights), (heat, weights)
+    mine = outputs.clone().requires_grad_(True)
+    value = module(mine, *args)
+    value.backward()
+    theirs = outputs.clone().requires_grad_(True)
+    four = theirs.reshape(*theirs.shape, *([1] * (4 - theirs.dim())))
+    expected = space.compile(space.parse(expr))({branch.name: task.loss_inputs(branch.name, four, targets)})
+    expected.backward()
+    assert torch.isfinite(value) and value.item() != 0
+    assert torch.equal(value.detach(), expected.detach())
+    assert torch.equal(mine.grad, theirs.grad) and mine.grad.abs().sum() > 0

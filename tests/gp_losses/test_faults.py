@@ -23,7 +23,7 @@ from gp_losses.population import Slot
 from gp_losses.rundir import RunDir
 from gp_losses.sandboxed import SandboxState
 from gp_losses.scheduler import Batch
-from gp_losses.search import run_search
+from gp_losses.driver import run_search
 from gp_losses.space import SearchSpace
 from gp_losses.contract import TrainResult
 from tasks.cls import DigitsTask

@@ -6,7 +6,7 @@ import pytest
 
 from gp_losses.cli import main
 from gp_losses.plot import figure, read_logbook
-from gp_losses.search import run_search
+from gp_losses.driver import run_search
 from search_helpers import FAST, IN_PROCESS
 
 

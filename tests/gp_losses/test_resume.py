@@ -14,7 +14,7 @@ import pytest
 from search_helpers import FAST, IN_PROCESS, ROOT, cli, lines, sets, stable, status, wait_for
 
 from gp_losses.cli import main
-from gp_losses.search import run_search
+from gp_losses.driver import run_search
 
 FAULTY = "toy_tasks:FaultyDigits"
 

@@ -15,7 +15,7 @@ from gp_losses.evaluate import proxy_evaluate
 from gp_losses.journal import retrain_seed
 from gp_losses.report import best_rows, rank_correlation
 from gp_losses.retrain import retrain
-from gp_losses.search import run_search
+from gp_losses.driver import run_search
 from gp_losses.space import SearchSpace
 from search_helpers import FAST, IN_PROCESS, ROOT, cli, wait_for
 from tasks.cls import DigitsTask

@@ -2,7 +2,7 @@
 
 import pytest
 
-from contracts.task_contract import TaskContract
+from gp_losses.testing import TaskContract
 from gp_losses.evaluate import proxy_evaluate
 from gp_losses.space import SearchSpace
 from tasks.cls import DigitsTask

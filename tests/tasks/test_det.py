@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from contracts.task_contract import TaskContract
+from gp_losses.testing import TaskContract
 from search_helpers import paper_task, trains_two_iterations
 from tasks.coco import coco_stats
 from tasks.det.probe import average_precision

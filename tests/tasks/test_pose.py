@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from contracts.task_contract import TaskContract
+from gp_losses.testing import TaskContract
 from search_helpers import paper_task, trains_two_iterations
 from gp_losses.context import build_context, load_run_config
 from gp_losses.evaluate import proxy_evaluate

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from contracts.task_contract import TaskContract
+from gp_losses.testing import TaskContract
 from search_helpers import paper_task, trains_two_iterations
 from tasks.seg.metric import IGNORE
 

@@ -12,12 +12,12 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from gp_losses import cluster
 from gp_losses import config as cfg
 from gp_losses.context import build_context, load_run_config
-from gp_losses.core.errors import InputError
+from gp_losses.core.errors import InputError, RunFailed
 from gp_losses.evolution import Evolution, evaluation_seed
 from gp_losses.final import choose_final
 from gp_losses.jobs import close_sandbox, start_workers, train_job
@@ -112,7 +112,8 @@ def _search(context, rundir: RunDir, state: Optional[SearchState]) -> Dict[str, 
         final = choose_final(rundir.path, context) if context.config.final.top and hall else {}
     except BaseException as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        rundir.write_status("failed", reason=reason, evaluations=evolution.state.evaluations)
+        rundir.write_status("failed", reason=reason, evaluations=evolution.state.evaluations,
+                            exit_code=getattr(exc, "exit_code", 1))
         raise
     best = hall[(final.get("pick") or 1) - 1] if hall else None
     summary = {"run_dir": str(rundir.path), "status": "finished", "task": context.task_cls.name,
@@ -159,3 +160,51 @@ def report(summary: Dict[str, Any]) -> None:
         if final["pick"] is None:
             lines.append(f"      {final['note']}")
     log.info("\n".join(lines))
+
+
+def search_args(name, config, out, resume, evaluations, sets, operators=()) -> tuple:
+    """(run directory, `gp_losses/main.py` arguments) of a search, its inputs checked here and
+    its run directory resolved (`--out`), so that whoever starts SCOOP reads the run's
+    status afterwards."""
+    args: List[str] = ["--task", name] if name else []
+    if evaluations is not None:
+        args += ["--evaluations", str(evaluations)]
+    if resume:
+        if config or sets or operators or out:
+            raise InputError("--resume continues a run with its own config.yaml: "
+                             "only --evaluations may be given with it")
+        if not (Path(resume) / "config.yaml").is_file():
+            raise InputError(f"--resume {str(resume)!r}: not a run directory (no config.yaml)")
+        return str(resume), args + ["--resume", str(resume)]
+    if config:
+        args += ["--config", str(config)]
+    for item in sets:
+        args += ["--set", item]
+    for item in operators:
+        args += ["--operators", item]
+    run_config = load_run_config(name, str(config) if config else None, sets, operators)  # bad input: now
+    if out is None:
+        context = build_context(run_config)
+        out = default_out(run_config, context.task_cls.name or "task", context.metric)
+    return str(out), args + ["--out", str(out)]
+
+
+def status_time(run_dir: Union[str, Path]) -> Optional[int]:
+    """When status.json was last written (None: not yet)."""
+    path = Path(run_dir) / "status.json"
+    return path.stat().st_mtime_ns if path.is_file() else None
+
+
+def check_finished(run_dir: Union[str, Path], code: int, before: Optional[int] = None) -> None:
+    """The result of a search that SCOOP ran: status.json says how it ended (SCOOP's own exit
+    code does not); one not written since `before` means the run never started."""
+    path = Path(run_dir)
+    status = json.loads((path / "status.json").read_text()) if (path / "status.json").is_file() else {}
+    if status_time(path) == before:
+        status = {}
+    if status.get("state") != "finished":
+        reason = status.get("reason") or (f"the SCOOP launcher exited {code} before the run wrote its "
+                                          "status (its messages are above)")
+        error = RunFailed(f"the search in {run_dir} failed: {reason}")
+        error.exit_code = int(status.get("exit_code") or 1)
+        raise error

@@ -1,10 +1,26 @@
-"""The contract every task passes (as Optuna's sampler test suite): subclass `TaskContract`
-in a test module and define the `task` fixture; the built-in tasks and a user's alike.
+"""The contract every task passes, shipped with the package (as `optuna.testing` is): in a
+test module of your own, subclass `TaskContract` and give it a `task` fixture returning a
+small, fast configuration of your task; pytest then runs every check on it. The built-in tasks
+pass it the same way (tests/tasks/).
+
+    import pytest
+    from gp_losses.testing import TaskContract
+    from mymodule import Digits
+
+    class TestDigits(TaskContract):
+        @pytest.fixture
+        def task(self):
+            return Digits(Digits.Options(iterations=50))
+
+Needs pytest (the `test` extra: pip install gp-losses[test]).
 """
 
 import math
 
-import pytest
+try:
+    import pytest
+except ImportError as exc:  # pragma: no cover - the message is the point
+    raise ImportError("gp_losses.testing needs pytest: pip install pytest (or gp-losses[test])") from exc
 import torch
 
 from gp_losses.evaluate import proxy_evaluate
