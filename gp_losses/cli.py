@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable, List, Optional
 
@@ -33,7 +34,8 @@ EXAMPLES = {
     "sample": ["gp-losses sample --n 5 --seed 1"],
     "mutate": ["gp-losses mutate 'Neg(Mul(y, Log(yhat)))' --n 3"],
 }
-"""The example each subcommand's help ends with (a test runs the runnable ones)."""
+"""The example each subcommand's help ends with (tests parse them all and run those that need no
+run directory)."""
 
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,16 +83,22 @@ def _space_arguments(parser: argparse.ArgumentParser) -> None:
                         help="maximum tree height (default 17)")
 
 
+def _log_arguments(parser: argparse.ArgumentParser, default: object = False) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="debug logging on stderr")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="warnings and errors only on stderr, no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gp-losses", description="Search loss functions from scratch (AutoLoss-Zero).")
     parser.add_argument("--version", action="version", version=f"gp-losses {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    _log_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # -v after the command too (`gp-losses tasks -v`); SUPPRESS keeps a -v given before it
+    # -v / -q after the command too (`gp-losses tasks -v`); SUPPRESS keeps one given before it
     verbose = argparse.ArgumentParser(add_help=False)
-    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                         help="debug logging on stderr")
+    _log_arguments(verbose, default=argparse.SUPPRESS)
 
     def command(name: str, **kwargs) -> argparse.ArgumentParser:
         example = EXAMPLES[name]
@@ -198,8 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Call a command; map project errors to exit codes with a one-line message on stderr."""
-    logging.basicConfig(stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s",
-                        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    quiet = getattr(args, "quiet", False)
+    if quiet:  # tqdm reads it, here and in the SCOOP workers this process starts
+        os.environ["TQDM_DISABLE"] = "1"
+    level = logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", level=level)
     try:
         return func(args)
     except GpLossesError as exc:
@@ -220,7 +231,7 @@ def search_main(argv: Optional[List[str]] = None) -> int:
                                      description="Search a loss function for a task.")
     add_search_arguments(parser)
     parser.add_argument("--version", action="version", version=f"gp-losses {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    _log_arguments(parser)
     return run(cmd_search, parser.parse_args(argv))
 
 

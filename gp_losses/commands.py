@@ -99,7 +99,8 @@ def _search_scoop(args: argparse.Namespace) -> int:
     run_dir, argv = search_args(args.task, args.config, args.out, args.resume, args.evaluations, sets,
                                 args.operators)
     before = status_time(run_dir)
-    code = cluster.launch(argv + (["-v"] if getattr(args, "verbose", False) else []), args.workers, args.hostfile)
+    flags = [flag for flag, on in (("-v", getattr(args, "verbose", False)), ("-q", getattr(args, "quiet", False))) if on]
+    code = cluster.launch(argv + flags, args.workers, args.hostfile)
     try:
         check_finished(run_dir, code, before)
     except GpLossesError as exc:
@@ -110,11 +111,15 @@ def _search_scoop(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from gp_losses import config as cfg
-    from gp_losses.context import load_run_config
+    from gp_losses.context import build_context, load_run_config
 
     if not (args.task or args.config):
         raise InputError("give --task NAME or a --config FILE that names task.name")
-    sys.stdout.write(cfg.dump(load_run_config(args.task, args.config, args.set, args.operators)))
+    context = build_context(load_run_config(args.task, args.config, args.set, args.operators))
+    # the task's metric and every one of its options, as the run would use them
+    resolved = cfg.replace(context.config, task={"metric": context.metric,
+                                                 "options": cfg.to_dict(context.options)})
+    sys.stdout.write(cfg.dump(resolved))
     return 0
 
 

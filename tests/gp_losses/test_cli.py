@@ -2,9 +2,11 @@
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 
@@ -125,3 +127,83 @@ def test_verbose_before_or_after_the_command(argv):
 
     assert build_parser().parse_args(argv).verbose is True
     assert build_parser().parse_args(["sample"]).verbose is False
+
+
+@pytest.mark.parametrize("argv", [["-q", "tasks"], ["tasks", "-q"], ["tasks", "--quiet"]])
+def test_quiet_before_or_after_the_command(argv):
+    from gp_losses.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert args.quiet is True and args.verbose is False
+    assert build_parser().parse_args(["tasks"]).quiet is False
+
+
+def test_quiet_leaves_warnings_only(capsys, monkeypatch):
+    import logging
+
+    from gp_losses.cli import run
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    logging.getLogger().handlers.clear()  # basicConfig acts only on a root logger without handlers
+
+    def speak(args):
+        logging.getLogger("gp_losses").info("an info line")
+        logging.getLogger("gp_losses").warning("a warning line")
+        return 0
+
+    assert run(speak, SimpleNamespace(quiet=True, verbose=False)) == 0
+    err = capsys.readouterr().err
+    assert "a warning line" in err and "an info line" not in err
+    assert os.environ["TQDM_DISABLE"] == "1"
+    logging.getLogger().handlers.clear()
+
+
+def test_config_prints_the_resolved_configuration_and_reads_back(capsys, tmp_path):
+    import yaml
+
+    code, out, _ = run_cli(capsys, "config", "--task", "cls", "--set", "search.batch=4",
+                           "--set", "task.options.iterations=50", "-q")
+    data = yaml.safe_load(out)
+    assert code == 0 and data["search"]["batch"] == 4
+    assert data["task"]["metric"] == "accuracy"                    # the task's first, resolved
+    assert data["task"]["options"]["iterations"] == 50              # --set over runs/cls.yaml
+    assert data["task"]["options"]["lr"] == 0.1                     # runs/cls.yaml over the code's default
+    assert data["task"]["options"]["hidden"] == 32                  # the code's default, filled in
+    (tmp_path / "printed.yaml").write_text(out)
+    again = run_cli(capsys, "config", "--config", str(tmp_path / "printed.yaml"))[1]
+    assert yaml.safe_load(again) == data                            # the printout is a config that means itself
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["config", "--task", "cls", "--set", "search.bacth=2"], "unknown config key 'search.bacth'"),
+    (["config", "--task", "cls", "--set", "task.options.iterations=0"], "task.options.iterations"),
+    (["config", "--task", "cls", "--set", "task.metric=miou"], "has no metric 'miou'"),
+    (["config", "--task", "clss"], "unknown task 'clss'"),
+    (["config"], "give --task NAME"),
+])
+def test_config_refuses_bad_input_with_exit_2(capsys, argv, fragment):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == "" and fragment in err
+
+
+def test_every_subcommand_help_ends_with_its_example(capsys):
+    from gp_losses.cli import EXAMPLES, build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) == set(EXAMPLES)
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert text.rstrip().endswith(EXAMPLES[name][-1]), name
+        for line in EXAMPLES[name]:
+            assert shlex.split(line)[:2] == ["gp-losses", name], line
+            parser.parse_args(shlex.split(line)[1:])  # a valid command line
+
+
+@pytest.mark.parametrize("name", ["tasks", "formula", "sample", "mutate", "config", "probe"])
+def test_the_help_examples_that_need_no_run_directory_run(capsys, name):
+    from gp_losses.cli import EXAMPLES
+
+    for line in EXAMPLES[name]:
+        code, out, err = run_cli(capsys, *shlex.split(line)[1:])
+        assert code == 0 and out.strip(), (line, err[-1000:])

@@ -150,10 +150,13 @@ def test_the_training_loop_in_the_docs_runs(capsys):
     import re
 
     text = open(os.path.join(ROOT, "docs", "export.md")).read()
-    (block,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    exec(compile(block, "docs/export.md", "exec"), {})
+    heatmaps, labels = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    exec(compile(heatmaps, "docs/export.md", "exec"), {})
     printed = capsys.readouterr().out
     assert printed.startswith("loss after 5 steps: ") and math.isfinite(float(printed.split(": ")[1]))
+    exec(compile(labels, "docs/export.md", "exec"), {})
+    found, reference = re.fullmatch(r"found (\S+) = torch's x labelled share (\S+)\n", capsys.readouterr().out).groups()
+    assert found == reference and math.isfinite(float(found))
 
 
 def _ce_dropin_cases():
