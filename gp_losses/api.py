@@ -191,7 +191,8 @@ def _search_scoop(name, config, out, resume, sets, workers, hostfile) -> SearchR
     evaluations, sets = _resume_evaluations(resume, sets)
     run_dir, args = search_args(name, config, out, resume, evaluations, sets)
     before = status_time(run_dir)
-    check_finished(run_dir, cluster.launch(args, workers, hostfile, quiet=True), before)
+    count = workers if workers > 1 or not hostfile else None  # a hostfile alone: its counts
+    check_finished(run_dir, cluster.launch(args, count, hostfile, quiet=True), before)
     return SearchResult(run_dir)
 
 

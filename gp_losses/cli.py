@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("search", help="run a loss search (same flags as gp_losses/main.py)")
     add_search_arguments(p)
-    p.add_argument("--workers", type=_positive, default=1,
-                   help="processes to search with: > 1 starts SCOOP (python -m scoop -n N) for you")
+    p.add_argument("--workers", type=_positive,
+                   help="processes to search with: > 1 starts SCOOP (python -m scoop -n N) for you "
+                        "(default 1; with --hostfile, the hostfile's counts)")
     p.add_argument("--hostfile", help="SCOOP's hostfile, for workers on several nodes "
                    "(docs/multi-node.md)")
     p.set_defaults(func=cmd_search)

@@ -103,13 +103,17 @@ def _has_internals() -> bool:
 
 
 # --- starting SCOOP ----------------------------------------------------------------------------
-def launch(args: Any, workers: int, hostfile: Optional[str] = None, quiet: bool = False) -> int:
-    """Run `gp_losses/main.py ARGS` under `python -m scoop -n WORKERS [--hostfile FILE]` from
-    the installed package (no checkout, no script path); the launcher's exit code. Workers see
+def launch(args: Any, workers: Optional[int], hostfile: Optional[str] = None, quiet: bool = False,
+           quiet_launcher: bool = False) -> int:
+    """Run `gp_losses/main.py ARGS` under `python -m scoop [-n WORKERS] [--hostfile FILE]` from
+    the installed package (no checkout, no script path); the launcher's exit code. `workers`
+    None: the hostfile's worker counts (SCOOP's own default without one). Workers see
     this process's sys.path, so a user's task module imports there too. `quiet`: the
-    search's JSON summary (stdout) is dropped."""
+    search's JSON summary (stdout) is dropped; `quiet_launcher`: SCOOP's launcher logs
+    nothing but errors (`--quiet`)."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "main.py")
-    command = [sys.executable, "-m", "scoop", "-n", str(workers)]
+    command = [sys.executable, "-m", "scoop"] + (["-n", str(workers)] if workers else []) \
+        + (["--quiet"] if quiet_launcher else [])
     if hostfile:
         if not os.path.isfile(hostfile):
             from gp_losses.core.errors import InputError
@@ -117,7 +121,8 @@ def launch(args: Any, workers: int, hostfile: Optional[str] = None, quiet: bool 
             raise InputError(f"--hostfile {hostfile!r}: no such file (one host per line: NAME [WORKERS])")
         command += ["--hostfile", hostfile]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(os.path.abspath(p) for p in sys.path if p))
-    log.info("starting SCOOP: %d worker(s)%s", workers, f", hosts in {hostfile}" if hostfile else "")
+    log.info("starting SCOOP: %s worker(s)%s", workers or "the hostfile's",
+             f", hosts in {hostfile}" if hostfile else "")
     done = subprocess.run(command + [script] + [str(a) for a in args], env=env,
                           stdout=subprocess.DEVNULL if quiet else None)
     return done.returncode

@@ -80,7 +80,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if not (args.task or args.config or args.resume):
         raise InputError("give --task NAME, a --config FILE that names task.name, or --resume RUN_DIR")
-    if getattr(args, "workers", 1) > 1 or getattr(args, "hostfile", None):
+    if (getattr(args, "workers", None) or 1) > 1 or getattr(args, "hostfile", None):
         return _search_scoop(args)
     summary = run_search(args.task, args.config, args.out, args.seed, args.evaluations,
                          args.resume, args.set, args.operators)
@@ -100,7 +100,8 @@ def _search_scoop(args: argparse.Namespace) -> int:
                                 args.operators)
     before = status_time(run_dir)
     flags = [flag for flag, on in (("-v", getattr(args, "verbose", False)), ("-q", getattr(args, "quiet", False))) if on]
-    code = cluster.launch(argv + flags, args.workers, args.hostfile)
+    code = cluster.launch(argv + flags, args.workers, args.hostfile,
+                          quiet_launcher=getattr(args, "quiet", False))
     try:
         check_finished(run_dir, code, before)
     except GpLossesError as exc:

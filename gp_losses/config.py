@@ -69,6 +69,10 @@ class SearchConfig:
     time, counted over resumes, to this many seconds, whatever `evaluations` says."""
     plot: bool = True
     """Draw progress.png in the run directory as the search goes (matplotlib)."""
+    tensorboard: bool = False
+    """Write TensorBoard events in RUN/tensorboard/: the logbook's rows per batch, the hall of
+    fame at the end, a retrain's means per loss (gp_losses/tracking.py; needs the tensorboard
+    package, the `tensorboard` extra)."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from gp_losses.plot import write_progress
 from gp_losses.population import SearchState, make_statistics, scored
 from gp_losses.rundir import RunDir
 from gp_losses.space import SearchSpace
+from gp_losses.tracking import Board, hall_of_fame_text
 
 log = logging.getLogger("gp_losses")
 
@@ -52,6 +53,8 @@ class Recorder:
         self.cfg = config
         self._drawing: Optional[float] = 0.0
         """Seconds spent drawing progress.png in this process (None after a failed drawing)."""
+        self.board: Optional[Board] = None
+        """The TensorBoard writer (search.tensorboard), opened at this process's first batch."""
 
     @contextlib.contextmanager
     def progress(self, state: SearchState) -> Iterator[Callable[[], None]]:
@@ -85,6 +88,10 @@ class Recorder:
         self.rundir.write_status("running", evaluations=state.evaluations, best=best(state),
                                  explored=state.explored)
         self.draw(state)
+        if self.cfg.search.tensorboard:
+            if self.board is None:  # a resume drops what a killed run wrote after its checkpoint
+                self.board = Board(self.rundir.path, purge_step=batch)
+            self.board.scalars("search", {k: v for k, v in row.items() if k != "batch"}, batch)
         log.debug("batch %d: %s", state.batches, row)
 
     def row(self, state: SearchState) -> Dict[str, Any]:
@@ -108,6 +115,10 @@ class Recorder:
         self.rundir.write_json("hall_of_fame.json", hall)
         if state.logbook:
             self.draw(state, final=True)
+        if self.board is not None:
+            self.board.text("hall_of_fame", hall_of_fame_text(hall), state.batches)
+            self.board.close()
+            self.board = None
         return hall
 
     def draw(self, state: SearchState, final: bool = False) -> None:

@@ -32,6 +32,7 @@ from gp_losses.recorder import formulas
 from gp_losses.report import Entry, markdown, summarize, to_csv
 from gp_losses.rundir import RunDir, search_pick
 from gp_losses.sandbox import hard_limit
+from gp_losses.tracking import write_retrain
 from gp_losses.workers import parallel_map
 
 log = logging.getLogger("gp_losses")
@@ -166,4 +167,6 @@ def compare(run: Path, folder: Path, context, train_config, entries: List[Entry]
     report.with_suffix(".md").write_text(markdown(summary))
     report.with_suffix(".csv").write_text(to_csv(summary))
     summary["report"] = str(report.with_suffix(".md"))
+    if train_config.search.tensorboard:
+        write_retrain(run, summary)
     return summary

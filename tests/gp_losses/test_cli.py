@@ -207,3 +207,31 @@ def test_the_help_examples_that_need_no_run_directory_run(capsys, name):
     for line in EXAMPLES[name]:
         code, out, err = run_cli(capsys, *shlex.split(line)[1:])
         assert code == 0 and out.strip(), (line, err[-1000:])
+
+
+@pytest.mark.parametrize("flags, count", [([], None), (["--workers", "3"], "3")])
+def test_a_hostfile_search_starts_scoop_with_the_hostfiles_counts(tmp_path, monkeypatch, capsys, flags, count):
+    import gp_losses.cluster as cluster
+
+    hosts = tmp_path / "hosts"
+    hosts.write_text("node1 4\nnode2 4\n")
+    started = []
+
+    def fake_run(command, **kwargs):  # SCOOP is not started: the command is what is checked
+        started.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(cluster.subprocess, "run", fake_run)
+    code = main(["search", "--task", "cls", "--hostfile", str(hosts), "--out", str(tmp_path / "run"), *flags])
+    (command,) = started
+    assert command[1:3] == ["-m", "scoop"] and command[command.index("--hostfile") + 1] == str(hosts)
+    assert ("-n" in command) == (count is not None)
+    if count:
+        assert command[command.index("-n") + 1] == count
+    assert code == 1  # nothing ran, so no status.json: a failed run, never a finished one
+
+
+def test_a_missing_hostfile_exits_2(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "search", "--task", "cls", "--hostfile", str(tmp_path / "nope"),
+                             "--out", str(tmp_path / "run"))
+    assert code == 2 and "--hostfile" in err and "no such file" in err
