@@ -17,7 +17,7 @@ search: $(STAMP)
 	$(PY) -m scoop gp_losses/main.py --task pose
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 bench: $(STAMP)
 	@for b in bench/*.py; do [ -e "$$b" ] || continue; echo "== $$b" >&2; $(PY) $$b; rc=$$?; \

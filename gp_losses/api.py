@@ -87,7 +87,7 @@ class SearchResult:
         """The standalone module of a found loss (default: the pick), as `gp-losses export` writes it."""
         from gp_losses.export import run_source
 
-        return run_source(self.run_dir, rank)
+        return run_source(self.run_dir, _rank(rank))
 
     def export(self, path: Union[str, Path, None] = None, rank: Optional[int] = None, **kwargs: Any) -> Any:
         """A found loss (default: the pick) as a torch.nn.Module, `FoundLoss(**kwargs)`; with
@@ -104,15 +104,10 @@ class SearchResult:
         task, `tree(outputs, target[, weight])` on a batch, the compiled tree on the task's loss
         inputs (the exported FoundLoss computes the same); for another task, the compiled
         tree itself, called on {branch: loss inputs}."""
-        from gp_losses import config as cfg
-        from gp_losses.context import build_context
+        from gp_losses.export import run_loss
 
-        hall = self.hall_of_fame
-        if not hall:
-            raise InputError(f"{self.run_dir}: the hall of fame is empty")
-        entry = self.pick if rank is None else hall[_rank_index(rank, len(hall))]
-        context = build_context(cfg.load(self.run_dir / "config.yaml"))
-        compiled = context.space.compile(context.space.parse(entry["expr"]))
+        context, expr, _ = run_loss(self.run_dir, _rank(rank))
+        compiled = context.space.compile(context.space.parse(expr))
         task = context.make_task()
         if hasattr(task, "training_loss"):
             return lambda outputs, *targets: task.training_loss(compiled, outputs, *targets)
@@ -136,10 +131,11 @@ class SearchResult:
             close_sandbox()
 
 
-def _rank_index(rank: Any, size: int) -> int:
-    if not isinstance(rank, int) or not 1 <= rank <= size:
-        raise InputError(f"rank: expected 1..{size} (the hall of fame's ranks), got {rank!r}")
-    return rank - 1
+def _rank(rank: Any) -> Optional[int]:
+    """A hall-of-fame rank as given by a user: None (the pick) or an integer (checked by the run)."""
+    if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
+        raise InputError(f"rank: expected an integer (a hall-of-fame rank) or None for the pick, got {rank!r}")
+    return rank
 
 
 def load_run(run_dir: Union[str, Path]) -> SearchResult:
@@ -161,7 +157,7 @@ def search(task: Any, config: Union[str, Path, None] = None, out: Union[str, Pat
         raise InputError(f"workers: expected an integer >= 1, got {workers!r}")
     sets = to_overrides(overrides)
     name, local = _task_name(task) if task is not None else (None, False)
-    if task is not None and not isinstance(task, (str, type)):
+    if task is not None and not isinstance(task, (str, type)) and not resume:
         sets = _instance_overrides(task) + sets
     if local:
         if workers > 1 or hostfile:
@@ -185,15 +181,12 @@ def _search_here(name, config, out, resume, sets) -> SearchResult:
 
 
 def _search_scoop(name, config, out, resume, sets, workers, hostfile) -> SearchResult:
-    from gp_losses import cluster
-    from gp_losses.driver import check_finished, search_args, status_time
+    from gp_losses.driver import search_under_scoop
 
     evaluations, sets = _resume_evaluations(resume, sets)
-    run_dir, args = search_args(name, config, out, resume, evaluations, sets)
-    before = status_time(run_dir)
     count = workers if workers > 1 or not hostfile else None  # a hostfile alone: its counts
-    check_finished(run_dir, cluster.launch(args, count, hostfile, quiet=True), before)
-    return SearchResult(run_dir)
+    return SearchResult(search_under_scoop(name, config, out, resume, evaluations, sets, (), count, hostfile,
+                                           quiet=True))
 
 
 def to_overrides(overrides: Mapping[str, Any]) -> List[str]:
@@ -205,16 +198,21 @@ def to_overrides(overrides: Mapping[str, Any]) -> List[str]:
             for sub, inner in value.items():
                 add(f"{key}.{sub}", inner)
         else:
-            items.append(f"{key}={_yaml(value)}")
+            items.append(f"{key}={_yaml(value, key)}")
 
     for key, value in overrides.items():
         add(SHORT.get(key, key.replace("__", ".")), value)
     return items
 
 
-def _yaml(value: Any) -> str:
+def _yaml(value: Any, key: str = "") -> str:
     if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(_yaml(v) for v in value) + "]"
+        return "[" + ", ".join(_yaml(v, key) for v in value) + "]"
+    if isinstance(value, Path):
+        value = str(value)
+    if value is not None and not isinstance(value, (str, int, float, bool)):
+        raise InputError(f"{key or 'override'}: {value!r} is not a config value (a number, string, "
+                         "boolean, list or mapping of them)")
     return json.dumps(value)  # JSON scalars are YAML; a string stays a string
 
 
@@ -271,7 +269,8 @@ def importable_path(cls: type) -> Optional[str]:
 
 
 def _instance_overrides(task: Any) -> List[str]:
-    """A task instance's options and metric as config overrides."""
+    """A task instance's options and metric as config overrides: those that differ from the
+    class's defaults, so that a config file's own keys stand where the instance left them."""
     items = []
     options = getattr(task, "options", None)
     if dataclasses.is_dataclass(options):
@@ -280,8 +279,14 @@ def _instance_overrides(task: Any) -> List[str]:
             value = getattr(options, f.name)
             if value != getattr(defaults, f.name):
                 items.append(f"task.options.{f.name}={_yaml(value)}")
-    if getattr(task, "metric", None):
-        items.append(f"task.metric={_yaml(task.metric)}")
+    metric = getattr(task, "metric", None)
+    if metric and metric != (type(task).metrics or (None,))[0]:
+        items.append(f"task.metric={_yaml(metric)}")
+    ignored = [f"{attr}={getattr(task, attr)!r}" for attr, default in (("device", "cpu"), ("split", "val"))
+               if getattr(task, attr, default) != default]
+    if ignored:
+        log.warning("task instance: %s not taken (the run's proxy.device and the search's val split "
+                    "decide)", ", ".join(ignored))
     return items
 
 

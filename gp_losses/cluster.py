@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -120,12 +121,22 @@ def launch(args: Any, workers: Optional[int], hostfile: Optional[str] = None, qu
 
             raise InputError(f"--hostfile {hostfile!r}: no such file (one host per line: NAME [WORKERS])")
         command += ["--hostfile", hostfile]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(os.path.abspath(p) for p in sys.path if p))
+    # '' on sys.path (python -c, a notebook) is the current directory: the workers get it too
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(os.path.abspath(p or os.curdir) for p in sys.path))
     log.info("starting SCOOP: %s worker(s)%s", workers or "the hostfile's",
              f", hosts in {hostfile}" if hostfile else "")
-    done = subprocess.run(command + [script] + [str(a) for a in args], env=env,
-                          stdout=subprocess.DEVNULL if quiet else None)
-    return done.returncode
+    proc = subprocess.Popen(command + [script] + [str(a) for a in args], env=env,
+                            stdout=subprocess.DEVNULL if quiet else None)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C here (a notebook's interrupt reaches only this process):
+        proc.send_signal(signal.SIGINT)  # the launcher ends its workers, the run says interrupted
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
 
 
 # --- the log --------------------------------------------------------------------------------

@@ -90,23 +90,19 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _search_scoop(args: argparse.Namespace) -> int:
     """`gp-losses search --workers N`: the search under SCOOP, started from here."""
-    from gp_losses import cluster
-    from gp_losses.driver import check_finished, search_args, status_time
+    from gp_losses.driver import search_under_scoop
 
-    if cluster.running():
-        raise InputError("--workers starts SCOOP itself: under python -m scoop, give -n to scoop instead")
     sets = list(args.set) + ([f"seed={args.seed}"] if args.seed is not None else [])
-    run_dir, argv = search_args(args.task, args.config, args.out, args.resume, args.evaluations, sets,
-                                args.operators)
-    before = status_time(run_dir)
-    flags = [flag for flag, on in (("-v", getattr(args, "verbose", False)), ("-q", getattr(args, "quiet", False))) if on]
-    code = cluster.launch(argv + flags, args.workers, args.hostfile,
-                          quiet_launcher=getattr(args, "quiet", False))
+    quiet = getattr(args, "quiet", False)
+    flags = [flag for flag, on in (("-v", getattr(args, "verbose", False)), ("-q", quiet)) if on]
     try:
-        check_finished(run_dir, code, before)
+        search_under_scoop(args.task, args.config, args.out, args.resume, args.evaluations, sets, args.operators,
+                           args.workers, args.hostfile, flags=flags, quiet_launcher=quiet)
     except GpLossesError as exc:
-        log.debug("%s", exc)  # the search's own message is above, on stderr
-        return exc.exit_code
+        if getattr(exc, "from_status", False):
+            log.debug("%s", exc)  # the search's own message is above, on stderr
+            return exc.exit_code
+        raise  # nothing of the search's own: say why
     return 0
 
 

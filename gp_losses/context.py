@@ -14,7 +14,6 @@ from gp_losses.config import ConfigError, RunConfig
 from gp_losses.contract import Task
 from gp_losses.core.errors import InputError, did_you_mean
 from gp_losses.space import SearchSpace
-from gp_losses.tracking import check_available
 from primitives import operator_set
 from tasks import TASKS
 
@@ -157,8 +156,6 @@ def build_context(config: RunConfig) -> Context:
                           + did_you_mean(unknown[0], list(task_cls.baselines))
                           + f"; baselines: {', '.join(task_cls.baselines)}")
     search = config.search
-    if search.tensorboard:
-        check_available()
     if search.branches or search.fixed:
         task_cls = partial_task(task_cls, search.branches, search.fixed)
     if search.depth > search.height_limit:

@@ -25,6 +25,7 @@ from gp_losses.messages import TrainJob
 from gp_losses.population import SearchState
 from gp_losses.rundir import RunDir, atomic_write
 from gp_losses.sandbox import hard_limit
+from gp_losses.tracking import check_available
 from gp_losses.workers import parallel_map
 
 log = logging.getLogger("gp_losses")
@@ -53,6 +54,8 @@ def prepare(task: Optional[str], config_path: Optional[str], out: Optional[str],
             if task and task != config.task.name:
                 raise InputError(f"--task {task!r} differs from the resumed run's task {config.task.name!r}")
             context = build_context(config)
+            if config.search.tensorboard:
+                check_available()
             state: Optional[SearchState] = rundir.load_checkpoint() if rundir.has_checkpoint() else None
         except BaseException:
             rundir.release()
@@ -72,6 +75,8 @@ def prepare(task: Optional[str], config_path: Optional[str], out: Optional[str],
     if config.search.batch == 0:
         config = cfg.replace(config, search={"batch": cluster.size()})
     context = build_context(config)
+    if config.search.tensorboard:  # the origin writes the events: checked here, not in workers
+        check_available()
     path = Path(out) if out else default_out(config, context.task_cls.name or "task", context.metric)
     return context, RunDir.create(path, cfg.dump(config)), None
 
@@ -111,6 +116,7 @@ def _search(context, rundir: RunDir, state: Optional[SearchState]) -> Dict[str, 
             rundir.write_json("baselines.json", baselines)
         final = choose_final(rundir.path, context) if context.config.final.top and hall else {}
     except BaseException as exc:
+        evolution.recorder.close()
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         rundir.write_status("failed", reason=reason, evaluations=evolution.state.evaluations,
                             exit_code=getattr(exc, "exit_code", 1))
@@ -195,6 +201,22 @@ def status_time(run_dir: Union[str, Path]) -> Optional[int]:
     return path.stat().st_mtime_ns if path.is_file() else None
 
 
+def search_under_scoop(name, config, out, resume, evaluations, sets, operators, workers: Optional[int],
+                       hostfile: Optional[str], quiet: bool = False, flags: Sequence[str] = (),
+                       quiet_launcher: bool = False) -> str:
+    """A search run by SCOOP, started from here (`gp-losses search --workers N`,
+    `gp_losses.search(workers=N)`); its run directory once it finished, else RunFailed (or
+    InputError where the search stopped at bad input) with status.json's reason."""
+    if cluster.running():
+        raise InputError("workers: SCOOP is started for you; under python -m scoop, give -n to scoop "
+                         "instead of --workers")
+    run_dir, args = search_args(name, config, out, resume, evaluations, sets, operators)
+    before = status_time(run_dir)
+    code = cluster.launch(list(args) + list(flags), workers, hostfile, quiet=quiet, quiet_launcher=quiet_launcher)
+    check_finished(run_dir, code, before)
+    return run_dir
+
+
 def check_finished(run_dir: Union[str, Path], code: int, before: Optional[int] = None) -> None:
     """The result of a search that SCOOP ran: status.json says how it ended (SCOOP's own exit
     code does not); one not written since `before` means the run never started."""
@@ -205,6 +227,8 @@ def check_finished(run_dir: Union[str, Path], code: int, before: Optional[int] =
     if status.get("state") != "finished":
         reason = status.get("reason") or (f"the SCOOP launcher exited {code} before the run wrote its "
                                           "status (its messages are above)")
-        error = RunFailed(f"the search in {run_dir} failed: {reason}")
-        error.exit_code = int(status.get("exit_code") or 1)
+        exit_code = int(status.get("exit_code") or 1)
+        error = (InputError if exit_code == 2 else RunFailed)(f"the search in {run_dir} failed: {reason}")
+        error.exit_code = exit_code
+        error.from_status = bool(status)
         raise error

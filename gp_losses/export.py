@@ -56,7 +56,8 @@ def to_source(space: SearchSpace, loss: Loss, header: str = "",
     single = len(space.branches) == 1
     kind = (dropin or {}).get("kind") if single else None
     if kind not in (None, "labels", "dense"):
-        raise ValueError(f"export_inputs kind {kind!r}: expected 'labels' or 'dense'")
+        raise InputError(f"the task's export_inputs kind is {kind!r}: expected 'labels' or 'dense' (or "
+                         "no export_inputs, for the raw form)")
     for branch, tree in zip(space.branches, loss):
         if isinstance(tree, PythonLoss):
             raise InputError(f"loss branch {branch.name!r} is the Python loss {tree.name!r}: it is code "
@@ -135,7 +136,9 @@ def to_source(space: SearchSpace, loss: Loss, header: str = "",
         (branch,) = space.branches
         variables = [t.name for t in branch.inputs if t.constant is None]
         if variables != ["yhat", "y"]:
-            raise ValueError(f"a {kind} export needs branch inputs yhat and y, got {variables}")
+            raise InputError(f"a {kind!r} drop-in export needs the branch inputs yhat and y, the task's "
+                             f"branch {branch.name!r} has {variables}: give the task no export_inputs "
+                             "for the raw form")
         lines += _dropin_lines(kind, branch.name, dropin)
     elif single:
         (branch,) = space.branches
@@ -171,7 +174,7 @@ _LABELS = '''
             raise ValueError(f"expected logits (N, C), (N, C, L) or (N, C, H, W) and class indices of shape "
                              f"(N, ...), got {{tuple(input.shape)}} and {{tuple(target.shape)}}")
         logits = input.reshape(*input.shape, *([1] * (4 - input.dim())))
-        labels = target.reshape(*target.shape, *([1] * (3 - target.dim())))
+        labels = target.long().reshape(*target.shape, *([1] * (3 - target.dim())))
         mask = (labels != self.ignore_index)[:, None].to(logits.dtype)
         onehot = F.one_hot(torch.where(labels == self.ignore_index, 0, labels), logits.shape[1])
         return logits.softmax(dim=1) * mask, onehot.permute(0, 3, 1, 2).to(logits.dtype) * mask

@@ -117,9 +117,14 @@ class Recorder:
             self.draw(state, final=True)
         if self.board is not None:
             self.board.text("hall_of_fame", hall_of_fame_text(hall), state.batches)
+        self.close()
+        return hall
+
+    def close(self) -> None:
+        """Close the TensorBoard writer, if open (also when a search fails)."""
+        if self.board is not None:
             self.board.close()
             self.board = None
-        return hall
 
     def draw(self, state: SearchState, final: bool = False) -> None:
         """Redraw progress.png: after every batch while drawing takes under 5% of the

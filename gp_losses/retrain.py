@@ -32,7 +32,7 @@ from gp_losses.recorder import formulas
 from gp_losses.report import Entry, markdown, summarize, to_csv
 from gp_losses.rundir import RunDir, search_pick
 from gp_losses.sandbox import hard_limit
-from gp_losses.tracking import write_retrain
+from gp_losses.tracking import check_available, write_retrain
 from gp_losses.workers import parallel_map
 
 log = logging.getLogger("gp_losses")
@@ -123,6 +123,8 @@ def retrain(run_dir: str, top: Optional[int] = None, seeds: Optional[int] = None
     train_config = cfg.replace(config, task={"options": options},
                                proxy={"timeout_s": config.retrain.timeout_s})
     build_context(train_config)
+    if config.search.tensorboard:
+        check_available()
     entries = load_entries(run, context, top, ranks)
     folder = run / "retrain"
     with locked(folder):

@@ -2,7 +2,7 @@
 
 The search writes each logbook row as scalars at its batch (`search/best`, `search/explored`,
 …) and, at its end, the hall of fame as text; a retrain writes each loss's mean and standard
-deviation per metric (`retrain/<split>/<metric>/<loss>`). `tensorboard --logdir RUN` shows
+deviation per metric (`retrain-<schedule>/<split>/<metric>/<loss>`). `tensorboard --logdir RUN` shows
 them. Off by default; it needs the `tensorboard` package (`pip install 'gp-losses[tensorboard]'`).
 A resumed search drops the events its killed predecessor wrote after the checkpoint it resumes
 from, so every batch has one value per tag.
@@ -63,15 +63,19 @@ def hall_of_fame_text(hall: List[Dict[str, Any]]) -> str:
 
 
 def write_retrain(run_dir: Path, summary: Mapping[str, Any]) -> None:
-    """A retrain's rows (`final/…` for the search's finalists): per metric and loss, the mean
-    and the standard deviation over the seeds that trained; a loss that failed has none."""
-    board = Board(run_dir)
-    prefix = "final" if summary["schedule"] == "final" else "retrain"
+    """A retrain's rows, tagged `retrain-<schedule>/<split>/<metric>/<loss>` (`final/…` for the
+    search's finalists): per metric and loss, the mean and the standard deviation over the
+    seeds that trained, at the step of the number of seeds (a retrain with more seeds adds a
+    point); a loss that failed has none."""
+    schedule = summary["schedule"]
+    prefix = "final" if schedule == "final" else f"retrain-{schedule}"
+    step = len(summary["seeds"])
+    board = Board(run_dir, purge_step=None)
     try:
         for row in summary["rows"]:
             for stat, suffix in (("mean", ""), ("std", "_std")):
                 for metric, value in row[stat].items():
                     if value is not None:
-                        board.scalars(f"{prefix}/{summary['split']}/{metric}{suffix}", {row["name"]: value}, 0)
+                        board.scalars(f"{prefix}/{summary['split']}/{metric}{suffix}", {row["name"]: value}, step)
     finally:
         board.close()

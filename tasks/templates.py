@@ -313,20 +313,27 @@ def _method(fn: Callable) -> Callable:
     return method
 
 
-def with_defaults(options_cls: type, defaults: Mapping[str, Any]) -> type:
-    """A subclass of the frozen dataclass `options_cls` with other defaults (ranges kept)."""
+def with_defaults(options_cls: type, defaults: Mapping[str, Any], module: Optional[str] = None) -> type:
+    """A subclass of the frozen dataclass `options_cls` with other defaults (ranges kept);
+    `module`: where it is defined (the task's module, for pickling its instances there)."""
     fields = {f.name: f for f in dataclasses.fields(options_cls)}
     unknown = [k for k in defaults if k not in fields]
     if unknown:
         raise InputError(f"options: {unknown[0]!r} is not an option; options: {', '.join(fields)}")
     changed = [(k, fields[k].type, dataclasses.field(default=v, metadata=fields[k].metadata))
                for k, v in defaults.items()]
-    return dataclasses.make_dataclass(options_cls.__name__, changed, bases=(options_cls,), frozen=True)
+    made = dataclasses.make_dataclass(options_cls.__name__, changed, bases=(options_cls,), frozen=True)
+    made.__module__ = module or options_cls.__module__
+    return made
 
 
 def _class_name(name: str) -> str:
     text = "".join(part.capitalize() for part in "".join(c if c.isalnum() else " " for c in name).split())
     return text if text and text[0].isalpha() else f"Task{text}"
+
+
+DEFINE_ATTRIBUTES = ("classes", "ignore_index", "sample_metrics", "collate", "baselines", "description")
+"""The class attributes `define(**attributes)` may set (those the template has)."""
 
 
 # --- the templates --------------------------------------------------------------------------------
@@ -384,18 +391,32 @@ class TemplateTask(Task):
             body["optimizer"] = _method(optimizer)
         if scheduler is not None:
             body["scheduler"] = _method(scheduler)
-        if options:
-            body["Options"] = with_defaults(cls.Options, options)
-        body.update(attributes)
+        known = [a for a in DEFINE_ATTRIBUTES if hasattr(cls, a)]
+        unknown = [a for a in attributes if a not in known and not a.startswith("__")]
+        if unknown:
+            from gp_losses.core.errors import did_you_mean
+
+            raise InputError(f"{cls.__name__}.define: unknown argument {unknown[0]!r}"
+                             + did_you_mean(unknown[0], known) + f"; the class attributes it sets: "
+                             f"{', '.join(known)} (options go in options={{...}})")
         caller = sys._getframe(1).f_globals.get("__name__", cls.__module__)
+        body.update(attributes)
         body.setdefault("__module__", caller)
         body.setdefault("__qualname__", _class_name(name))
+        if options:
+            body["Options"] = with_defaults(cls.Options, options, body["__module__"])
+            body["Options"].__qualname__ = f"{body['__qualname__']}.Options"
         return type(body["__qualname__"], (cls,), body)
 
     @classmethod
     def with_options(cls, **defaults: Any) -> type:
         """The task's Options with other defaults: `Options = LabelTask.with_options(iterations=500)`."""
-        return with_defaults(cls.Options, defaults)
+        caller = sys._getframe(1)
+        made = with_defaults(cls.Options, defaults, caller.f_globals.get("__name__"))
+        owner = getattr(caller.f_code, "co_qualname", "<module>")  # a class body's: the class
+        if not owner.startswith("<"):
+            made.__qualname__ = f"{owner}.Options"
+        return made
 
     # --- to implement (or give to define) -------------------------------------------------
     def model(self) -> torch.nn.Module:
@@ -413,6 +434,8 @@ class TemplateTask(Task):
     # --- data ------------------------------------------------------------------------------
     def setup(self) -> None:
         opt = self.options
+        self.spatial: Tuple[int, ...] = ()
+        """The output's spatial shape (read at setup from the model's output on two samples)."""
         self.train_set, train_collate = self._dataset("train")
         self.eval_set, eval_collate = self._dataset(self.split)
         self.train_collate = self.collate or train_collate or torch.utils.data.default_collate
@@ -452,13 +475,24 @@ class TemplateTask(Task):
 
     def _read(self, dataset: Any, split: str, index: Any, collate: Callable) -> Tuple[Any, ...]:
         """The samples `index` of `dataset`, collated: (inputs, targets[, weights])."""
+        want = "(input, target)" if self.items == 2 else "(input, target) or (input, target, weight)"
         items = [dataset[i] for i in index]
+        own = collate is not torch.utils.data.default_collate  # a given collate makes the pairs
         for i, item in zip(index, items):
-            if not isinstance(item, (tuple, list)) or not 2 <= len(item) <= self.items:
-                want = "(input, target)" if self.items == 2 else "(input, target) or (input, target, weight)"
+            if not own and (not isinstance(item, (tuple, list)) or not 2 <= len(item) <= self.items):
                 raise InputError(f"task {self.name!r}: item {i} of the {split!r} dataset is {_describe(item)}: "
                                  f"expected a pair {want}")
-        batch = collate(items)
+        try:
+            batch = collate(items)
+        except Exception as exc:
+            shapes = sorted({tuple(getattr(m, "shape", ())) for item in items[:64] for m in item[:1]})
+            raise InputError(f"task {self.name!r}: the {split!r} samples cannot be collated into one batch "
+                             f"({type(exc).__name__}: {exc}); input shapes seen: {shapes[:4]}. Make every "
+                             "sample the same size in the dataset, give collate=, or use the option "
+                             "loader: stream") from None
+        if not isinstance(batch, (tuple, list)) or not 2 <= len(batch) <= self.items:
+            raise InputError(f"task {self.name!r}: the collated {split!r} batch is {_describe(batch)}: "
+                             f"expected {want}")
         return tuple(torch.as_tensor(b) for b in batch)
 
     def _batches(self, which: str, draws: Any) -> Iterator[Tuple[Any, ...]]:
@@ -492,6 +526,9 @@ class TemplateTask(Task):
     # --- the contract ------------------------------------------------------------------------
     def probe(self, n: int, seed: int) -> Probe:
         self.ensure_setup()
+        if self.n_train < n:
+            raise InputError(f"task {self.name!r}: the probe needs {n} training samples "
+                             f"(protocol.samples), the train split has {self.n_train}")
         gen = torch.Generator().manual_seed(seed)
         index = torch.randperm(self.n_train, generator=gen)[:n].tolist()
         (batch,) = self._batches("train", [index])
@@ -570,6 +607,26 @@ class TemplateTask(Task):
             except Exception as exc:
                 raise InputError(f"task {self.name!r}: metric {name!r} failed on the model's outputs "
                                  f"({_describe(outputs)}): {type(exc).__name__}: {exc}") from exc
+        self._check_sample_metrics(outputs, targets)
+
+    def _check_sample_metrics(self, outputs: torch.Tensor, targets: Any) -> None:
+        """Each metric's per-sample form (the probe's) gives one finite number per sample."""
+        out4 = as_4d(outputs)
+        for name in self.metric_table:
+            saved, self.metric = self.metric, name
+            try:
+                values = self.probe_metric({self.branch: out4}, {self.branch: targets})
+            except Exception as exc:
+                given = "sample_metrics[{!r}]".format(name) if name in self.sample_metrics else "its per-sample form"
+                raise InputError(f"task {self.name!r}: metric {name!r}: {given} failed on two samples "
+                                 f"({type(exc).__name__}: {exc}); give sample_metrics={{{name!r}: "
+                                 "fn(outputs, targets) -> tensor (N,)}") from None
+            finally:
+                self.metric = saved
+            if values.shape != (out4.shape[0],) or not torch.isfinite(values).all():
+                raise InputError(f"task {self.name!r}: metric {name!r}: the per-sample values on "
+                                 f"{out4.shape[0]} samples are {values.tolist()}: expected one finite "
+                                 "number per sample")
 
     def _shape(self, outputs4: torch.Tensor) -> Tuple[int, ...]:
         """The network's own output shape of a 4-D tensor."""
@@ -614,12 +671,8 @@ class LabelTask(TemplateTask):
     def export_inputs(cls, options: Any) -> Dict[str, Any]:
         return {"kind": "labels", "ignore_index": cls.ignore_index}
 
-    def setup(self) -> None:
-        self.spatial: Tuple[int, ...] = ()
-        super().setup()
-
     def _targets(self, batch: Tuple[Any, ...]) -> torch.Tensor:
-        return batch[1].to(self.device)
+        return batch[1].to(self.device).long()  # uint8 masks, int32 labels: the index type
 
     def _check_output(self, outputs: torch.Tensor, batch: Tuple[Any, ...], split: str) -> None:
         target = batch[1]
@@ -659,8 +712,8 @@ class LabelTask(TemplateTask):
 
 def label_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> Dict[str, torch.Tensor]:
     """The loss inputs of a label task from 4-D logits and integer targets (the exported
-    loss's transform is the same code)."""
-    labels = labels_as_3d(target.to(logits.device))
+    FoundLoss computes the same: tests/gp_losses/test_export.py checks that they agree)."""
+    labels = labels_as_3d(target.to(logits.device).long())
     mask = (labels != ignore_index)[:, None].to(logits.dtype)
     onehot = F.one_hot(torch.where(labels == ignore_index, 0, labels), logits.shape[1])
     return {"yhat": logits.softmax(dim=1) * mask, "y": onehot.permute(0, 3, 1, 2).to(logits.dtype) * mask}
@@ -686,10 +739,6 @@ class DenseTask(TemplateTask):
     @classmethod
     def export_inputs(cls, options: Any) -> Dict[str, Any]:
         return {"kind": "dense"}
-
-    def setup(self) -> None:
-        self.spatial: Tuple[int, ...] = ()
-        super().setup()
 
     def _targets(self, batch: Tuple[Any, ...]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         weight = batch[2].to(self.device) if len(batch) > 2 else None

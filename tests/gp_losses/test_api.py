@@ -145,14 +145,85 @@ def test_a_task_defined_in_main_searches_in_process_only(tmp_path):
     assert "isolate: false" in (tmp_path / "run" / "config.yaml").read_text()
 
 
-def test_workers_start_scoop_for_the_user(tmp_path):
-    result = gp_losses.search("template_tasks:Digits", out=tmp_path / "run", evaluations=4, workers=2, **QUICK)
-    trained = [r for r in lines(result.run_dir) if "eval" in r]
-    assert result.status["state"] == "finished" and len(trained) == 4
-    assert (result.run_dir / "scoop.log").is_file()  # the search ran under SCOOP (both workers
-    # training is checked where trainings outlast a rejection round: tests/test_packaging.py)
-    serial = gp_losses.search("template_tasks:Digits", out=tmp_path / "serial", evaluations=4,
-                              proxy__isolate=False, **QUICK)
-    drop = ("seconds", "worker", "device")
-    assert [{k: v for k, v in r.items() if k not in drop} for r in lines(serial.run_dir)] == \
-        [{k: v for k, v in r.items() if k not in drop} for r in lines(result.run_dir)]
+@pytest.mark.parametrize("state, raised", [
+    ({"state": "finished"}, None),
+    ({"state": "failed", "reason": "RuntimeError: boom", "exit_code": 1}, "RunFailed"),
+    ({"state": "failed", "reason": "task setup: bad data", "exit_code": 2}, "InputError"),
+    (None, "RunFailed"),  # the launcher ended before the run wrote its status
+])
+def test_workers_start_scoop_with_the_search_and_read_how_it_ended(tmp_path, monkeypatch, state, raised):
+    """The command gp_losses.search(workers=2) starts, and what it makes of status.json. (Real
+    SCOOP runs: docs/your-task.md's template search, tests/test_packaging.py from a wheel,
+    tests/gp_losses/test_resume.py against a serial run.)"""
+    import gp_losses.cluster as cluster
+    from gp_losses.core.errors import RunFailed
+
+    started = []
+
+    class FakeLauncher:
+        def __init__(self, command, env=None, **kwargs):
+            started.append((command, env))
+            out = command[command.index("--out") + 1]
+            if state is not None:
+                (tmp_path / "run").mkdir(exist_ok=True)
+                (tmp_path / "run" / "status.json").write_text(json.dumps(state))
+            assert out == str(tmp_path / "run")
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(cluster.subprocess, "Popen", FakeLauncher)
+    errors = {"RunFailed": RunFailed, "InputError": InputError}
+    if raised:
+        with pytest.raises(errors[raised], match="failed"):
+            gp_losses.search(tt.Digits, out=tmp_path / "run", evaluations=4, workers=2, **QUICK)
+    else:
+        result = gp_losses.search(tt.Digits, out=tmp_path / "run", evaluations=4, workers=2, **QUICK)
+        assert result.run_dir == tmp_path / "run"
+    ((command, env),) = started
+    assert command[1:5] == ["-m", "scoop", "-n", "2"] and command[5].endswith("main.py")
+    assert command[command.index("--task") + 1] == "template_tasks:Digits"
+    sets = [command[i + 1] for i, a in enumerate(command) if a == "--set"]
+    assert {"search.evaluations=4", "search.population_init=4", "search.batch=2", "protocol.steps=100"} <= set(sets)
+    assert os.path.dirname(tt.__file__) in env["PYTHONPATH"].split(os.pathsep)  # workers import it
+
+
+def test_a_template_task_by_its_factory_goes_through_every_command(tmp_path, capsys):
+    """`--task module:factory` with probe, train, search, resume, show, retrain and export."""
+    from gp_losses.cli import main
+
+    task = ["--task", "template_tasks:make_digits"]
+    fast = ["--set", "search.population_init=2", "--set", "search.batch=2", "--set", "protocol.steps=100",
+            "--set", "protocol.lr=0.005", "--set", "search.plot=false", "--set", "proxy.isolate=false"]
+
+    def command(*argv):
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        assert code == 0, err[-2000:]
+        return out
+
+    probed = json.loads(command("probe", *task, "--loss", "ce"))
+    assert probed["task"] == "digits" and probed["branches"]["labels"]["passed"] is True
+    trained = json.loads(command("train", *task, "--loss", "ce", "--seed", "1"))
+    assert trained["status"] == "ok" and 0.5 < trained["metrics"]["accuracy"] <= 1
+    run = tmp_path / "run"
+    command("search", *task, *fast, "--evaluations", "2", "--seed", "0", "--out", str(run))
+    command("search", "--resume", str(run), "--evaluations", "4")
+    shown = json.loads(command("show", str(run)))
+    assert shown["status"]["state"] == "finished" and shown["status"]["evaluations"] == 4
+    summary = json.loads(command("retrain", str(run), "--schedule", "proxy", "--top", "1", "--seeds", "1",
+                                 "--set", "proxy.isolate=false"))
+    assert summary["split"] == "test" and [r["name"] for r in summary["rows"]] == ["#1", "ce", "mse"]
+    command("export", str(run), "-o", str(tmp_path / "found.py"))
+    assert "class FoundLoss" in (tmp_path / "found.py").read_text()
+
+
+def test_an_instance_gives_only_what_differs_from_its_class():
+    from gp_losses.api import _instance_overrides
+
+    assert _instance_overrides(tt.Digits()) == []  # a config file's task.metric stands
+    assert _instance_overrides(tt.Digits(tt.Digits.Options(iterations=7), "miou")) == [
+        "task.options.iterations=7", 'task.metric="miou"']
+    with pytest.raises(InputError, match=r"search.plot: <object object .* is not a config value"):
+        to_overrides({"search__plot": object()})
+    assert to_overrides({"proxy__cache": __import__("pathlib").Path("a/b")}) == ['proxy.cache="a/b"']

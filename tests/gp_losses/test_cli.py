@@ -143,7 +143,8 @@ def test_quiet_leaves_warnings_only(capsys, monkeypatch):
 
     from gp_losses.cli import run
 
-    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setenv("TQDM_DISABLE", "")  # recorded, so that the teardown restores the environment
+    monkeypatch.delenv("TQDM_DISABLE")
     logging.getLogger().handlers.clear()  # basicConfig acts only on a root logger without handlers
 
     def speak(args):
@@ -217,11 +218,14 @@ def test_a_hostfile_search_starts_scoop_with_the_hostfiles_counts(tmp_path, monk
     hosts.write_text("node1 4\nnode2 4\n")
     started = []
 
-    def fake_run(command, **kwargs):  # SCOOP is not started: the command is what is checked
-        started.append(command)
-        return subprocess.CompletedProcess(command, 0)
+    class FakeLauncher:  # SCOOP is not started: the command is what is checked
+        def __init__(self, command, **kwargs):
+            started.append(command)
 
-    monkeypatch.setattr(cluster.subprocess, "run", fake_run)
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(cluster.subprocess, "Popen", FakeLauncher)
     code = main(["search", "--task", "cls", "--hostfile", str(hosts), "--out", str(tmp_path / "run"), *flags])
     (command,) = started
     assert command[1:3] == ["-m", "scoop"] and command[command.index("--hostfile") + 1] == str(hosts)

@@ -54,9 +54,10 @@ def test_a_search_and_its_retrain_write_what_they_did(tmp_path):
     summary = retrain(str(out), top=1, seeds=2, schedule="proxy")
     board = events(out)
     for row in summary["rows"]:
-        (mean,) = board.Scalars(f"retrain/test/accuracy/{row['name']}")
-        (std,) = board.Scalars(f"retrain/test/accuracy_std/{row['name']}")
+        (mean,) = board.Scalars(f"retrain-proxy/test/accuracy/{row['name']}")
+        (std,) = board.Scalars(f"retrain-proxy/test/accuracy_std/{row['name']}")
         assert mean.value == pytest.approx(row["mean"]["accuracy"]) and std.value == pytest.approx(row["std"]["accuracy"])
+        assert mean.step == 2  # the number of seeds
     assert {row["name"] for row in summary["rows"]} == {"#1", "ce", "mse"}
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 from sklearn.metrics import accuracy_score, jaccard_score, r2_score
 
 from gp_losses.core.errors import InputError
@@ -146,3 +147,59 @@ def test_a_custom_metric_and_its_per_sample_values():
     space = SearchSpace(task.branches)
     result = proxy_evaluate(task, space.compile(space.parse(task.baselines["ce"])), 0, 60)
     assert result.status == "ok" and result.score >= result.metrics["accuracy"]
+
+
+def test_integer_targets_of_any_width_train_as_class_indices():
+    """uint8 masks (np.array of a VOC png) and int32 labels: the template takes them as long."""
+    images, labels = tt.squares(24, 0).tensors
+    as_uint8 = LabelTask.define("squares8", model=lambda: torch.nn.Conv2d(3, 3, 3, padding=1), ignore_index=255,
+                                train=TensorDataset(images, labels.to(torch.uint8)),
+                                val=TensorDataset(images, labels.to(torch.int32)), options={"iterations": 4})
+    task = as_uint8()
+    space = SearchSpace(task.branches)
+    result = proxy_evaluate(task, space.compile(space.parse(task.baselines["ce"])), 0, 60)
+    assert result.status == "ok", result.error
+
+
+def test_define_refuses_an_unknown_argument_with_the_ones_it_takes():
+    with pytest.raises(InputError, match=r"unknown argument 'ignore_idx' \(did you mean 'ignore_index'\?\)"):
+        LabelTask.define("x", model=tt.mlp, train=tt.digits("train"), val=tt.digits("val"), ignore_idx=255)
+
+
+def test_samples_that_cannot_be_collated_stop_at_setup_with_the_remedy():
+    class Ragged(torch.utils.data.Dataset):  # images of two sizes, as a real VOC folder has
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return torch.zeros(3, 16 + i % 2, 16), torch.zeros(16 + i % 2, 16, dtype=torch.long)
+
+    task = LabelTask.define("ragged", model=lambda: torch.nn.Conv2d(3, 2, 1), train=Ragged(), val=Ragged())()
+    with pytest.raises(InputError, match=r"'train' samples cannot be collated.*loader: stream"):
+        task.ensure_setup()
+
+
+def test_a_per_sample_metric_that_fails_stops_at_setup():
+    def broken(outputs, targets):
+        raise ValueError("only one class present")
+
+    task = LabelTask.define("auc", model=tt.mlp, train=tt.digits("train"), val=tt.digits("val"),
+                            metrics={"auc": lambda outputs, targets: 0.5}, sample_metrics={"auc": broken})()
+    with pytest.raises(InputError, match=r"metric 'auc': sample_metrics\['auc'\] failed.*only one class present"):
+        task.ensure_setup()
+
+
+def test_a_train_split_smaller_than_the_probe_is_refused():
+    task = LabelTask.define("tiny", model=tt.mlp, train=TensorDataset(tt._x[:3], tt._y[:3]), val=tt.digits("val"))()
+    with pytest.raises(InputError, match=r"the probe needs 5 training samples \(protocol.samples\), the train split has 3"):
+        task.probe(5, seed=0)
+
+
+def test_options_of_a_defined_task_pickle():
+    import pickle
+
+    options = tt.Squares.Options(iterations=7)
+    assert pickle.loads(pickle.dumps(options)) == options
+    assert type(options).__module__ == "template_tasks" and type(options).__qualname__ == "Squares.Options"
+    defined = tt.Digits.Options(iterations=3)  # made by define()
+    assert pickle.loads(pickle.dumps(defined)) == defined
