@@ -58,7 +58,7 @@ class SearchResult:
 
     @property
     def status(self) -> Dict[str, Any]:
-        """status.json: `state` (finished, failed, running, stale) and what the run wrote there."""
+        """status.json: `state` (finished, interrupted, failed, running, stale) and what the run wrote there."""
         return self._run.owned_status()
 
     @property

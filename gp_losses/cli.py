@@ -15,7 +15,7 @@ from typing import Callable, List, Optional
 from gp_losses import __version__
 from gp_losses.commands import (cmd_config, cmd_export, cmd_formula, cmd_mutate, cmd_plot, cmd_probe, cmd_retrain,
                                 cmd_sample, cmd_search, cmd_show, cmd_tasks, cmd_train)
-from gp_losses.core.errors import GpLossesError
+from gp_losses.core.errors import GpLossesError, Stopped
 
 log = logging.getLogger("gp_losses")
 
@@ -217,6 +217,18 @@ def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
     except GpLossesError as exc:
         print(f"gp-losses: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM inside a run (gp_losses/core/stopping.py)
+        what = str(exc) if isinstance(exc, Stopped) else "stopped by SIGINT"
+        note = getattr(exc, "note", "")
+        print(f"gp-losses: {what}" + (f": {note}" if note else ""), file=sys.stderr)
+        code = getattr(exc, "exit_code", 130)
+        from gp_losses import cluster
+
+        if cluster.running():  # the run's files and status are written; SCOOP's own teardown,
+            sys.stdout.flush()  # with its launcher stopping too, can wait for ever: end here
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except BrokenPipeError:  # e.g. `gp-losses sample --n 1000 | head`
         return 0
 

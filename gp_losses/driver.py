@@ -11,13 +11,15 @@ import hashlib
 import json
 import logging
 import re
+import signal
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from gp_losses import cluster
 from gp_losses import config as cfg
 from gp_losses.context import build_context, load_run_config
-from gp_losses.core.errors import InputError, RunFailed
+from gp_losses.core.errors import InputError, RunFailed, Stopped
+from gp_losses.core.stopping import is_no_space, no_space, stop_on_signals
 from gp_losses.evolution import Evolution, evaluation_seed
 from gp_losses.final import choose_final
 from gp_losses.jobs import close_sandbox, start_workers, train_job
@@ -85,13 +87,14 @@ def run_search(task: Optional[str], config_path: Optional[str] = None, out: Opti
                seed: Optional[int] = None, evaluations: Optional[int] = None,
                resume: Optional[str] = None, overrides: Sequence[str] = (),
                operators: Sequence[str] = ()) -> Dict[str, Any]:
-    context, rundir, state = prepare(task, config_path, out, seed, evaluations, resume, overrides,
-                                     operators)
-    try:
-        return _search(context, rundir, state)
-    finally:
-        close_sandbox()
-        rundir.release()
+    with stop_on_signals():  # SIGINT, SIGTERM: status `interrupted`, sandboxes ended, exit 130/143
+        context, rundir, state = prepare(task, config_path, out, seed, evaluations, resume, overrides,
+                                         operators)
+        try:
+            return _search(context, rundir, state)
+        finally:
+            close_sandbox()
+            rundir.release()
 
 
 def _search(context, rundir: RunDir, state: Optional[SearchState]) -> Dict[str, Any]:
@@ -117,8 +120,23 @@ def _search(context, rundir: RunDir, state: Optional[SearchState]) -> Dict[str, 
         final = choose_final(rundir.path, context) if context.config.final.top and hall else {}
     except BaseException as exc:
         evolution.recorder.close()
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        rundir.write_status("failed", reason=reason, evaluations=evolution.state.evaluations,
+        resume = f"gp-losses search --resume {rundir.path}"
+        if isinstance(exc, KeyboardInterrupt):
+            stopped = exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT)
+            stopped.note = f"the run keeps what it did up to its last checkpoint; continue it with {resume}"
+            rundir.write_status("interrupted", reason=str(stopped), evaluations=evolution.state.evaluations,
+                                exit_code=stopped.exit_code, resume=resume)
+            raise stopped from None
+        if is_no_space(exc):
+            error = no_space(exc, rundir.path, "the last checkpoint (checkpoint.pkl, written atomically) "
+                             "is intact, so nothing before it is lost", f"continue with {resume}")
+            try:
+                rundir.write_status("failed", reason=str(error), evaluations=evolution.state.evaluations,
+                                    exit_code=1)
+            except OSError:
+                pass  # no room for status.json either: the message says what happened
+            raise error from None
+        rundir.write_status("failed", reason=f"{type(exc).__name__}: {exc}", evaluations=evolution.state.evaluations,
                             exit_code=getattr(exc, "exit_code", 1))
         raise
     best = hall[(final.get("pick") or 1) - 1] if hall else None

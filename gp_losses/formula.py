@@ -8,15 +8,17 @@ large expressions, where sympy can take minutes; the unsimplified form is still 
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence, Tuple
 
-import sympy
 import torch
 
 from gp_losses.core.errors import InputError
 from gp_losses.torch_loss import compile_tree, reduce_output
 from gp_losses.trees import LossTree
 from primitives import OperatorSet, Terminal
+
+if TYPE_CHECKING:
+    import sympy
 
 SIMPLIFY_MAX_OPS = 40
 """Expressions with more sympy operations than this are not passed to `sympy.simplify`."""
@@ -25,6 +27,8 @@ SIMPLIFY_MAX_OPS = 40
 def to_sympy(tree: LossTree, operators: OperatorSet, inputs: Sequence[Terminal],
              simplify: bool = True) -> sympy.Expr:
     """The tree's element-wise output o as a sympy expression."""
+    import sympy  # here, not at import: processes that only train never load it
+
     symbols = {t.name: t.symbol() for t in inputs}
     stack: list = []
     for node in reversed(tree):
@@ -46,6 +50,8 @@ def to_sympy(tree: LossTree, operators: OperatorSet, inputs: Sequence[Terminal],
 
 
 def to_latex(expr: sympy.Expr) -> str:
+    import sympy
+
     return sympy.latex(expr)
 
 

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import signal
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from gp_losses import cluster
 from gp_losses import config as cfg
 from gp_losses.context import build_context
-from gp_losses.core.errors import InputError
+from gp_losses.core.errors import InputError, Stopped
+from gp_losses.core.stopping import is_no_space, no_space, stop_on_signals
 from gp_losses.jobs import close_sandbox, protocol_job, share
 from gp_losses.journal import Trainings, Wanted, locked, retrain_seed, train_missing, training_key
 from gp_losses.messages import ProtocolJob, RunSpec
@@ -127,10 +129,20 @@ def retrain(run_dir: str, top: Optional[int] = None, seeds: Optional[int] = None
         check_available()
     entries = load_entries(run, context, top, ranks)
     folder = run / "retrain"
-    with locked(folder):
+    with stop_on_signals(), locked(folder):
         try:
             return compare(run, folder, context, train_config, entries, seeds, schedule, split,
                            folder / ("report" if split == default else f"report-{split}"))
+        except KeyboardInterrupt as exc:
+            stopped = exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT)
+            stopped.note = (f"the trainings done are kept in {folder / 'trainings.jsonl'}; the same "
+                            "command trains only the rest")
+            raise stopped from None
+        except OSError as exc:
+            if not is_no_space(exc):
+                raise
+            raise no_space(exc, folder, f"the trainings done are kept in {folder / 'trainings.jsonl'}",
+                           "run the same command again: it trains only the rest") from None
         finally:
             close_sandbox()
 

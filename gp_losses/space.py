@@ -7,9 +7,8 @@ random ones, makes offspring and compiles losses to torch, all through the one o
 from __future__ import annotations
 
 import random
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import sympy
 from deap import gp
 
 from gp_losses import variation
@@ -18,6 +17,9 @@ from gp_losses.formula import to_sympy
 from gp_losses.torch_loss import CompiledLoss, PythonLoss
 from gp_losses.contract import Branch
 from gp_losses.trees import Loss, LossTree, check_branch_names, parse_tree
+
+if TYPE_CHECKING:
+    import sympy
 from primitives import OperatorSet, operator_set
 
 

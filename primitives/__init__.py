@@ -47,4 +47,4 @@ def resolve_operators(specs: Iterable[Union[str, Primitive]]) -> List[Primitive]
 
 def operator_set(extra: Sequence[Union[str, Primitive]] = ()) -> OperatorSet:
     """Table 1 plus the `extra` operators (checked on random tensors before use)."""
-    return OperatorSet(list(TABLE1) + resolve_operators(extra))
+    return OperatorSet(list(TABLE1) + resolve_operators(extra), checked=TABLE1)

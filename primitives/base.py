@@ -7,10 +7,12 @@ compiled torch loss, the sympy/LaTeX formula and the exported module all derive 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Tuple
 
-import sympy
 import torch
+
+if TYPE_CHECKING:  # sympy is imported where a formula is made (primitives/table1.py says why)
+    import sympy
 
 EPS = 1e-12
 """The paper's epsilon (Table 1), added in Inv, Log and Sqrt."""
@@ -75,6 +77,8 @@ class Terminal:
     assumptions: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def symbol(self) -> sympy.Expr:
+        import sympy
+
         if self.constant is not None:
             return sympy.nsimplify(self.constant)
         return sympy.Symbol(self.name, **dict(self.assumptions))

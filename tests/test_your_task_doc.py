@@ -68,4 +68,3 @@ def test_the_walkthrough_runs(tmp_path):
     for run in ("digits", "shapes"):
         assert (tmp_path / "runs" / run / "retrain").is_dir()
         assert (tmp_path / f"{run}_loss.py").is_file()
-    assert (tmp_path / "runs" / "shapes" / "scoop.log").is_file()  # workers=2: the search ran under SCOOP

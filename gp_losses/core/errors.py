@@ -49,6 +49,29 @@ class RunFailed(GpLossesError):
     """The search cannot go on (most of its jobs fail, no candidate passes the protocol)."""
 
 
+class Stopped(KeyboardInterrupt):
+    """A stop asked for from outside: SIGINT (Ctrl-C) or SIGTERM (a batch scheduler's preemption
+    or time limit). Exit code 128 + the signal's number, as a shell reports it (130, 143)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+    @property
+    def name(self) -> str:
+        import signal
+
+        return signal.Signals(self.signum).name
+
+    def __str__(self) -> str:
+        return f"stopped by {self.name}"
+
+
+class NoSpace(RunFailed):
+    """A write under the run directory failed for lack of space (ENOSPC)."""
+
+
 def describe(exc: BaseException) -> str:
     """'Type: message (file:line)' of an exception, at the line that raised it."""
     frames = traceback.extract_tb(exc.__traceback__)

@@ -153,8 +153,8 @@ def test_a_task_defined_in_main_searches_in_process_only(tmp_path):
 ])
 def test_workers_start_scoop_with_the_search_and_read_how_it_ended(tmp_path, monkeypatch, state, raised):
     """The command gp_losses.search(workers=2) starts, and what it makes of status.json. (Real
-    SCOOP runs: docs/your-task.md's template search, tests/test_packaging.py from a wheel,
-    tests/gp_losses/test_resume.py against a serial run.)"""
+    SCOOP runs: tests/test_packaging.py from a wheel; tests/gp_losses/test_resume.py with a
+    task module of the tests' own, against a serial run.)"""
     import gp_losses.cluster as cluster
     from gp_losses.core.errors import RunFailed
 

@@ -29,12 +29,61 @@ def _same_run(a, b):
     assert json.loads((a / "hall_of_fame.json").read_text()) == json.loads((b / "hall_of_fame.json").read_text())
 
 
-def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, capsys):
+def _alive(pids):
+    """Those of `pids` still running (a zombie, waiting to be reaped, is not)."""
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+def _descendants(root):
+    """The pids of every process below `root` now: children, theirs, and so on."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    parents[int(name)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return sorted(found)
+
+
+def test_sigterm_then_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, capsys):
+    """Two stops of one run: SIGTERM (a batch scheduler's preemption) ends it cleanly, status
+    `interrupted` with the resume command, exit 143, its sandbox ended; the resumed run is then
+    killed with SIGKILL (a crash: status left `running`, shown as `stale`); the second resume
+    ends as a run never stopped."""
     overrides = FAST + ["search.evaluations=14"]
     killed = tmp_path / "killed"
     proc = cli("search", "--task", "cls", "--seed", "1", *sets(overrides), "--out", str(killed))
-    assert wait_for(lambda: status(killed).get("evaluations", 0) >= 6)
-    _kill(proc)
+    assert wait_for(lambda: status(killed).get("evaluations", 0) >= 4)
+    sandboxes = _descendants(proc.pid)
+    assert sandboxes  # the search's sandbox child
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert f"stopped by SIGTERM: the run keeps what it did up to its last checkpoint; continue it with " \
+           f"gp-losses search --resume {killed}" in err and "Traceback" not in err
+    stopped = status(killed)
+    assert stopped["state"] == "interrupted" and stopped["exit_code"] == 143 and stopped["evaluations"] < 14
+    assert wait_for(lambda: not _alive(sandboxes), 10)  # no sandbox left running
+
+    resumed = cli("search", "--resume", str(killed))
+    before = stopped["evaluations"]
+    assert wait_for(lambda: status(killed).get("state") == "running" and status(killed)["evaluations"] >= before + 4)
+    _kill(resumed)
     assert status(killed)["state"] == "running" and status(killed)["evaluations"] < 14  # really interrupted
     assert main(["show", str(killed)]) == 0
     shown = json.loads(capsys.readouterr().out)["status"]
@@ -76,28 +125,36 @@ def test_resume_extends_a_finished_run(tmp_path):
     assert "evaluations: 9" in (out / "config.yaml").read_text()
 
 
-def test_scoop_run_resumed_serially_equals_a_serial_run(tmp_path):
+def test_scoop_run_stopped_by_sigterm_resumes_serially_as_a_serial_run(tmp_path):
     """`python -m scoop -n 2` with the default batch (one per worker): both workers train, a
-    loss that kills its process every time is an `error`, and the run, resumed without SCOOP,
-    keeps batch 2 and ends as the serial run with batch 2 does. Trainings last 1 s, longer
-    than a rejection job's time box: a free worker takes a waiting training, and a 0.1-s
-    training could all go to whichever worker came free first. No rerun of a dead job (the
-    reruns have tests of their own): each rerun starts a sandbox."""
+    loss that kills its process every time is an `error`; SIGTERM to the whole job (as a batch
+    scheduler ends one) leaves status `interrupted` and no process of it running, and the run,
+    resumed without SCOOP, keeps batch 2 and ends as the serial run with batch 2 does.
+    Trainings last 1 s, longer than a rejection job's time box: a free worker takes a waiting
+    training, and a 0.1-s training could all go to whichever worker came free first. No rerun
+    of a dead job (the reruns have tests of their own): each rerun starts a sandbox."""
     overrides = [o for o in FAST if o.split("=")[0] not in ("search.batch", "search.evaluations")] + [
         "task.options.fault=exit", "task.options.fault_eval=3", "task.options.run_seed=0",
         "task.options.train_s=1.0", "proxy.retries=0", "search.evaluations=8", "search.compare_baselines=false"]
     out = tmp_path / "scoop"
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "tests"))
-    done = subprocess.run([sys.executable, "-m", "scoop", "-n", "2", "gp_losses/main.py", "--task", FAULTY,
-                           "--seed", "0", *sets(overrides + ["search.evaluations=6"]), "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert status(out)["state"] == "finished", done.stderr[-3000:]
+    job = subprocess.Popen([sys.executable, "-m", "scoop", "-n", "2", "gp_losses/main.py", "--task", FAULTY,
+                            "--seed", "0", *sets(overrides), "--out", str(out)], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert wait_for(lambda: status(out).get("evaluations", 0) >= 4)
+    processes = _descendants(job.pid)  # the launcher's shells, the origin, the worker, sandboxes
+    assert len(processes) >= 4
+    os.killpg(job.pid, signal.SIGTERM)
+    _, err = job.communicate(timeout=120)
+    stopped = status(out)
+    assert stopped["state"] == "interrupted" and stopped["evaluations"] < 8, err[-3000:]
+    assert wait_for(lambda: not _alive(processes), 15), [open(f"/proc/{p}/cmdline").read()[:200] for p in _alive(processes)]
     assert "batch: 2" in (out / "config.yaml").read_text()
     trained = [r for r in lines(out) if r.get("status") == "ok"]
     assert len({r["worker"] for r in trained}) == 2
     (crashed,) = [r for r in lines(out) if r.get("eval") == 3]
     assert crashed["status"] == "error" and "process died: exit code 3" in crashed["error"]
-    run_search(None, resume=str(out), evaluations=8)
+    run_search(None, resume=str(out))
     serial = tmp_path / "serial"
     run_search(FAULTY, out=str(serial), seed=0, overrides=overrides + ["search.batch=2"])
     _same_run(out, serial)
