@@ -95,3 +95,31 @@ def test_sigterm_during_a_retrain_keeps_the_trainings_done_and_the_rerun_trains_
     assert 1 <= done < 6
     summary = retrain(str(out), top=1, seeds=2, overrides=slow)
     assert journal.read_text().count("\n") == 6 and all(row["ok"] == 2 for row in summary["rows"])
+
+
+def test_a_full_disk_during_a_retrain_keeps_the_trainings_done(tmp_path, monkeypatch, capsys):
+    from gp_losses.journal import Trainings
+
+    out = tmp_path / "run"
+    run_search("cls", out=str(out), seed=0, overrides=FAST + ["search.evaluations=2", "search.population_init=2",
+                                                              IN_PROCESS])
+    real, calls = Trainings.append, []
+
+    def append(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        return real(self, *args)
+
+    monkeypatch.setattr(Trainings, "append", append)
+    args = ["retrain", str(out), "--top", "1", "--seeds", "1", "--schedule", "proxy", "--set", IN_PROCESS]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    journal = out / "retrain" / "trainings.jsonl"
+    assert "Traceback" not in err and f"no space left on the device of {journal}" in err
+    assert f"the trainings done are kept in {journal}" in err and "it trains only the rest" in err
+    monkeypatch.undo()
+    assert journal.read_text().count("\n") == 2
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert journal.read_text().count("\n") == 3 and all(row["ok"] == 1 for row in summary["rows"])  # one more
