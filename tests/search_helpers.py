@@ -15,6 +15,25 @@ IN_PROCESS = "proxy.isolate=false"
 isolation; a run's records are the same either way (tests/gp_losses/test_resume.py)."""
 
 
+LOAD_ALONE = r"""
+import importlib.abc, importlib.util, json, sys
+import torch
+
+class Refuse(importlib.abc.MetaPathFinder):  # the project must not be needed
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("gp_losses", "primitives", "tasks"):
+            raise ImportError(f"the exported file imported {name}")
+
+sys.meta_path.insert(0, Refuse())
+spec = importlib.util.spec_from_file_location("found", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+"""
+"""Python that imports the exported module at argv[1] as `module` in an interpreter that refuses
+the project's packages: what an export needs is torch alone (tests/gp_losses/test_export.py,
+test_api.py run it with `python -c`)."""
+
+
 def sets(overrides):
     """`--set` flags for a list of overrides."""
     return [arg for item in overrides for arg in ("--set", item)]

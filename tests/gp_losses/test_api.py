@@ -15,24 +15,12 @@ import gp_losses
 import template_tasks as tt
 from gp_losses.api import SearchResult, to_overrides
 from gp_losses.core.errors import InputError
-from search_helpers import FAST, ROOT, lines, status
+from search_helpers import LOAD_ALONE, ROOT, lines, status
 
 QUICK = {"search": {"population_init": 4, "batch": 2}, "protocol": {"steps": 100, "lr": 0.005},
          "final": {"top": 0}, "search__plot": False}
 
-STANDALONE = r"""
-import importlib.abc, importlib.util, json, sys
-import torch
-
-class Refuse(importlib.abc.MetaPathFinder):  # the project must not be needed
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in ("gp_losses", "primitives", "tasks"):
-            raise ImportError(f"the exported file imported {name}")
-
-sys.meta_path.insert(0, Refuse())
-spec = importlib.util.spec_from_file_location("found", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+STANDALONE = LOAD_ALONE + r"""
 batch = torch.load(sys.argv[2])
 logits = batch["logits"].requires_grad_(True)
 value = module.FoundLoss()(logits, batch["target"])

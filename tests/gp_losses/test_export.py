@@ -13,26 +13,14 @@ from gp_losses.cli import main
 from gp_losses.context import build_context, load_run_config
 from gp_losses.core.errors import InputError
 from gp_losses.export import to_module, to_source
-from search_helpers import ROOT
+from search_helpers import LOAD_ALONE, ROOT
 
 EVERY_OPERATOR = ("Add(MeanC(MinPool(Tanh(Mul(Sqrt(yhat), Inv(y))))), "
                   "Neg(Abs(Log(Add(Exp(Square(MaxPool(yhat))), MeanNHW(Mul(y, one)))))))")
 FOUND_POSE = "Square(Add(Neg(yhat), Square(Mul(Sqrt(Sqrt(MaxPool(Add(one, Exp(y))))), y))))"
 """The best loss of a `make search` run (docs/tasks.md)."""
 
-CHECK = r"""
-import importlib.abc, importlib.util, json, sys
-import torch
-
-class Refuse(importlib.abc.MetaPathFinder):  # the project must not be needed
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in ("gp_losses", "primitives", "tasks"):
-            raise ImportError(f"the exported file imported {name}")
-
-sys.meta_path.insert(0, Refuse())
-spec = importlib.util.spec_from_file_location("found", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+CHECK = LOAD_ALONE + r"""
 inputs = torch.load(sys.argv[2])
 tensors = {b: {k: v.clone().requires_grad_(k == "yhat") for k, v in d.items()} for b, d in inputs.items()}
 criterion = module.FoundLoss()
