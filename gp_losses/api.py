@@ -9,7 +9,8 @@
 
 `search` runs serially in this process (`workers=1`) or starts SCOOP with `workers` processes
 for the user. Keyword arguments override config keys: `evaluations=30` and `seed=1` are
-`search.evaluations` and `seed`, `metric="miou"` is `task.metric`; any other key is a config
+`search.evaluations` and `seed`, `metric="miou"` is `task.metric`, `seed_losses=["ce"]` is
+`search.seed_losses`; any other key is a config
 path with `__` for its dots (`proxy__timeout_s=60`) or a section with a dict
 (`search={"evaluations": 30}`).
 
@@ -32,7 +33,8 @@ from gp_losses.core.errors import GpLossesError, InputError, RunFailed
 
 log = logging.getLogger("gp_losses")
 
-SHORT = {"evaluations": "search.evaluations", "seed": "seed", "metric": "task.metric", "name": "name"}
+SHORT = {"evaluations": "search.evaluations", "seed": "seed", "metric": "task.metric", "name": "name",
+         "seed_losses": "search.seed_losses"}
 """Keyword arguments of `search` that name a config key by a short name."""
 _LOCAL: Dict[str, type] = {}
 """Task classes of this process that no fresh interpreter can import, by their names."""
@@ -72,6 +74,12 @@ class SearchResult:
     @property
     def baselines(self) -> Dict[str, Any]:
         return self._run.read_json("baselines.json", {})
+
+    @property
+    def noise(self) -> Dict[str, Any]:
+        """noise.json: the best loss over further proxy seeds, its mean and std ({} without
+        `search.noise_seeds`)."""
+        return self._run.read_json("noise.json", {})
 
     @property
     def pick(self) -> Optional[Dict[str, Any]]:
@@ -206,6 +214,8 @@ def to_overrides(overrides: Mapping[str, Any]) -> List[str]:
 def _yaml(value: Any, key: str = "") -> str:
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(_yaml(v, key) for v in value) + "]"
+    if isinstance(value, Mapping):  # inside a list: fidelity={"rungs": [{"iterations": 900}]}
+        return "{" + ", ".join(f"{json.dumps(str(k))}: {_yaml(v, key)}" for k, v in value.items()) + "}"
     if isinstance(value, Path):
         value = str(value)
     if value is not None and not isinstance(value, (str, int, float, bool)):

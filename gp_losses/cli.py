@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", type=_ranks, default=(), metavar="R,R",
                    help="the hall-of-fame ranks to retrain instead of the top K, e.g. 2 or 1,3")
     p.add_argument("--seeds", type=_positive, help="seeds per loss (default retrain.seeds, 3)")
-    p.add_argument("--baselines", metavar="NAMES", help="the task's baselines to retrain, comma-separated "
+    p.add_argument("--baselines", metavar="NAMES", help="the task's baselines to retrain, comma-separated, or none "
                    "(default retrain.baselines: all)")
     p.add_argument("--schedule", choices=("long", "proxy"), default="long",
                    help="long: the task options of retrain.options (default); proxy: the search's own")

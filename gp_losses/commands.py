@@ -129,37 +129,10 @@ def _task_context(args: argparse.Namespace):
 
 
 def resolve_loss(context, items: Sequence[str]) -> Dict[str, str]:
-    """{branch: expression} from `--loss` values: an expression or a baseline name, or for a
-    multi-branch task `branch=EXPR|BASELINE` per flag (branches not given take the task's
-    first baseline)."""
-    from gp_losses.core.errors import did_you_mean
+    """{branch: expression} from `--loss` values (gp_losses.context.loss_exprs)."""
+    from gp_losses.context import loss_exprs
 
-    task, names = context.task_cls, [b.name for b in context.task_cls.branches]
-    baselines = task.baselines
-    default = next(iter(baselines.values()), {})
-    chosen: Dict[str, str] = {}
-    for item in items:
-        branch, sep, value = item.partition("=")
-        if not sep or "(" in branch:
-            branch, value = None, item
-        value = value.strip()
-        if branch is not None and branch not in names:
-            raise InputError(f"--loss {item!r}: unknown branch {branch!r}" + did_you_mean(branch, names)
-                             + f"; branches: {', '.join(names)}")
-        targets = [branch] if branch else names
-        if value in baselines:
-            chosen.update({b: baselines[value][b] for b in targets})
-        elif branch is None and len(names) > 1:
-            raise InputError(f"--loss {item!r}: task {task.name!r} has branches {', '.join(names)}; "
-                             "give one --loss BRANCH=EXPR per branch, or a baseline name")
-        else:
-            chosen.update({b: value for b in targets})
-    for b in names:
-        if b not in chosen:
-            if b not in default:
-                raise InputError(f"no loss given for branch {b!r} and the task has no baseline for it")
-            chosen[b] = default[b]
-    return chosen
+    return loss_exprs(context.task_cls, items, "--loss")
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -237,6 +210,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         hall = formulas(hall, build_context(cfg.load(run.path / "config.yaml")).space)
     print(json.dumps({"run_dir": str(run.path), "status": run.owned_status(), "hall_of_fame": hall,
                       "baselines": run.read_json("baselines.json", {}),
+                      "noise": run.read_json("noise.json", {}),
                       "final": run.read_json("final.json", {}),
                       "last_batch": {k: _number(v) for k, v in rows[-1].items()} if rows else {},
                       "branches": branch_counts(run.read_evaluations())}, indent=2))

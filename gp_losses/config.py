@@ -56,8 +56,19 @@ class SearchConfig:
     round_s: float = option(0.5, 0, lo_open=True, help="seconds of rejection work in one job (its time box)")
     """How long a worker checks candidates before it reports back and gets new ranges: the
     longer, the fewer round trips; the shorter, the less speculative work (gp_losses/streams.py)."""
+    seed_losses: Tuple[str, ...] = ()
+    """Warm start (not in the paper, which starts from scratch, as the default does): losses put
+    in the initial population before its random ones, each trained like any offspring and
+    marked `seeded` in evaluations.jsonl and the hall of fame. Each is a baseline name of the
+    task (`ce`) or an expression; for a multi-branch task, `BRANCH=EXPR|BASELINE` parts joined
+    by `;` (branches not named take the task's first baseline), as `--loss` takes them."""
     compare_baselines: bool = True
     """After the search, train the task's baselines with the best loss's seed, for comparison."""
+    noise_seeds: int = option(0, 0, help="further proxy seeds of the best loss; 0: off")
+    """Noise accounting (not in the paper): after the search the hall's first is trained again
+    with this many further seeds on the proxy; the spread of its scores, the first included, is
+    the proxy's noise (noise.json), shown beside the hall of fame so that a gap smaller than it
+    is read as a tie."""
     max_attempts: int = option(200_000, 1, help="raw candidates per slot before giving up")
     max_failed_share: float = option(0.5, 0, 1, help="share of failed jobs that stops the run")
     """The run stops as `failed` when more than this share of the last `failure_window` proxy
@@ -135,7 +146,8 @@ class RetrainConfig:
     10x longer than its proxy); `--schedule proxy` keeps the search's options."""
     timeout_s: float = option(3600.0, 0, lo_open=True, help="per training")
     baselines: Tuple[str, ...] = ()
-    """The task's baselines retrained beside the found losses, by name; empty: all of them."""
+    """The task's baselines retrained beside the found losses, by name; empty: all of them;
+    `[none]`: none (the found losses alone, compared with baselines retrained elsewhere)."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +167,23 @@ class FinalConfig:
 
 
 @dataclass(frozen=True)
+class FidelityConfig:
+    """Multi-fidelity evaluation inside aging evolution (not in the paper, which trains every
+    loss once on its proxy; gp_losses/fidelity.py). Each rung above the proxy is a longer
+    schedule, its task options over the proxy's (`rungs: [{iterations: 3000}]`). Between
+    batches, as asynchronous successive halving (ASHA) does, a loss among the best `promote`
+    share of the losses scored at a rung is trained at the next one, `seeds` times; selection
+    compares two losses at the highest rung both reached, and the hall of fame ranks a loss
+    scored at a higher rung above any scored only lower, each entry saying its rung. No rungs
+    (the default): every loss is trained once on the proxy, as the paper does."""
+
+    rungs: Tuple[Mapping[str, Any], ...] = ()
+    promote: float = option(1 / 3, 0, 1, lo_open=True, help="share of a rung's losses promoted (ASHA's 1/eta)")
+    seeds: int = option(1, 1, help="trainings of a promoted loss at each rung, their mean its score")
+    timeout_s: float = option(1800.0, 0, lo_open=True, help="per training above the proxy")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -162,6 +191,7 @@ class RunConfig:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     final: FinalConfig = field(default_factory=FinalConfig)
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
     seed: int = 0
     name: str = ""
 
@@ -266,6 +296,6 @@ def replace(config: RunConfig, **sections: Mapping[str, Any]) -> RunConfig:
     return dataclasses.replace(config, **changes)
 
 
-__all__ = ["RunConfig", "TaskConfig", "SearchConfig", "ProtocolConfig", "ProxyConfig", "ConfigError",
+__all__ = ["RunConfig", "TaskConfig", "SearchConfig", "ProtocolConfig", "ProxyConfig", "FidelityConfig", "ConfigError",
            "option", "load", "merge", "build", "to_dict", "dump", "apply_overrides", "read_yaml", "parse_yaml",
            "replace"]

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Type
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple, Type
 
 from gp_losses import config as cfg
 from gp_losses.config import ConfigError, RunConfig
 from gp_losses.contract import Task
 from gp_losses.core.errors import InputError, did_you_mean
 from gp_losses.space import SearchSpace
+from gp_losses.torch_loss import PythonLoss
 from primitives import operator_set
 from tasks import TASKS
 
@@ -119,22 +120,96 @@ def partial_task(task_cls: Type[Any], searched: Sequence[str], fixed: str) -> Ty
         "loss_inputs_doc": {k: v for k, v in task_cls.loss_inputs_doc.items() if k in kept}})
 
 
+def loss_exprs(task_cls: Type[Any], items: Sequence[str], where: str) -> Dict[str, str]:
+    """{branch: expression} from items as `--loss` takes them: an expression or a baseline
+    name, or for a multi-branch task `branch=EXPR|BASELINE` per item (branches not given take
+    the task's first baseline). `where` names the items in errors."""
+    names = [b.name for b in task_cls.branches]
+    baselines = task_cls.baselines
+    default = next(iter(baselines.values()), {})
+    chosen: Dict[str, str] = {}
+    for item in items:
+        branch, sep, value = item.partition("=")
+        if not sep or "(" in branch:
+            branch, value = None, item
+        branch, value = (branch.strip() if branch else None), value.strip()
+        if branch is not None and branch not in names:
+            raise InputError(f"{where} {item!r}: unknown branch {branch!r}" + did_you_mean(branch, names)
+                             + f"; branches: {', '.join(names)}")
+        targets = [branch] if branch else names
+        if value in baselines:
+            chosen.update({b: baselines[value][b] for b in targets})
+        elif branch is None and len(names) > 1:
+            raise InputError(f"{where} {item!r}: task {task_cls.name!r} has branches {', '.join(names)}; "
+                             "give one BRANCH=EXPR per branch, or a baseline name")
+        else:
+            chosen.update({b: value for b in targets})
+    for b in names:
+        if b not in chosen:
+            if b not in default:
+                raise InputError(f"{where}: no loss given for branch {b!r} and the task has no baseline for it")
+            chosen[b] = default[b]
+    return chosen
+
+
+class Seed(NamedTuple):
+    """A loss of `search.seed_losses`: the entry as given and its expression per branch."""
+
+    entry: str
+    exprs: Dict[str, str]
+
+
+def seed_losses(task_cls: Type[Any], space: SearchSpace, entries: Sequence[str]) -> Tuple[Seed, ...]:
+    """`search.seed_losses` as (entry, {branch: expression}), each branch a tree of the space:
+    a loss written in Python cannot join the population (it has no tree to vary)."""
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"search.seed_losses[{i}]"
+        try:
+            exprs = loss_exprs(task_cls, [part for part in entry.split(";") if part.strip()] or [""], where)
+            loss = space.parse(exprs)
+        except InputError as exc:
+            text = str(exc) if str(exc).startswith(where) else f"{where}: {entry!r}: {exc}"
+            if "(" not in entry and "=" not in entry:  # a name: perhaps a baseline misspelt
+                text += (f"; or a baseline of task {task_cls.name!r}: {', '.join(task_cls.baselines)}"
+                         + did_you_mean(entry.strip(), list(task_cls.baselines)))
+            raise ConfigError(text) from None
+        for branch, tree in zip(space.branches, loss):
+            if isinstance(tree, PythonLoss):
+                raise ConfigError(f"{where}: {entry!r}: branch {branch.name!r} is the Python loss "
+                                  f"{tree.name!r}, which has no tree to vary: give that branch an "
+                                  f"expression ({branch.name}=EXPR), or leave it out of search.branches")
+        out.append(Seed(entry, {b: str(t) for b, t in zip(space.branch_names, loss)}))
+    return tuple(out)
+
+
 @dataclass
 class Context:
     config: RunConfig
     task_cls: Type[Any]
     options: Any
     space: SearchSpace
+    seeds: Tuple[Seed, ...] = ()
+    """The warm start's losses (`search.seed_losses`), checked."""
 
     @property
     def metric(self) -> str:
         return self.config.task.metric or self.task_cls.metrics[0]
 
-    def make_task(self, device: str = "cpu", split: str = "val") -> Any:
-        """The task on `device`, scoring `split` (`test` in a retrain)."""
+    def make_task(self, device: str = "cpu", split: str = "val", options: Any = None) -> Any:
+        """The task on `device`, scoring `split` (`test` in a retrain), with `options` (the
+        run's task options by default)."""
+        options = self.options if options is None else options
         if split == "val":
-            return self.task_cls(self.options, self.metric, device)
-        return self.task_cls(self.options, self.metric, device, split=split)
+            return self.task_cls(options, self.metric, device)
+        return self.task_cls(options, self.metric, device, split=split)
+
+    def rung_options(self, rung: int) -> Any:
+        """The task options of fidelity rung `rung` (0: the proxy's own)."""
+        if rung == 0:
+            return self.options
+        merged = cfg.merge(dict(self.config.task.options), self.config.fidelity.rungs[rung - 1])
+        return cfg.build(self.task_cls.Options, merged, f"fidelity.rungs[{rung - 1}]")
 
 
 def build_context(config: RunConfig) -> Context:
@@ -146,11 +221,14 @@ def build_context(config: RunConfig) -> Context:
                           + f"; metrics: {', '.join(task_cls.metrics)}")
     options = cfg.build(task_cls.Options, config.task.options, "task.options")
     task_cls.check_options(options)
-    for key, changed in (("retrain.options", config.retrain.options),  # longer schedules: the
-                         ("final.options", config.final.options)):      # same options, some changed
+    changes = [("retrain.options", config.retrain.options), ("final.options", config.final.options)]
+    changes += [(f"fidelity.rungs[{i}]", rung) for i, rung in enumerate(config.fidelity.rungs)]
+    for key, changed in changes:  # longer schedules: the same options, some changed
         if changed:
             task_cls.check_options(cfg.build(task_cls.Options, cfg.merge(config.task.options, changed), key))
     unknown = [name for name in config.retrain.baselines if name not in task_cls.baselines]
+    if config.retrain.baselines == ("none",):  # the found losses alone
+        unknown = []
     if unknown:
         raise ConfigError(f"retrain.baselines: task {task_cls.name!r} has no baseline {unknown[0]!r}"
                           + did_you_mean(unknown[0], list(task_cls.baselines))
@@ -166,4 +244,4 @@ def build_context(config: RunConfig) -> Context:
         raise ConfigError(f"search.operators: {exc}") from None
     space = SearchSpace(task_cls.branches, operators, search.depth, search.height_limit,
                         task_cls.python_losses)
-    return Context(config, task_cls, options, space)
+    return Context(config, task_cls, options, space, seed_losses(task_cls, space, search.seed_losses))

@@ -15,12 +15,15 @@ import signal
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+import numpy as np
+
 from gp_losses import cluster
 from gp_losses import config as cfg
 from gp_losses.context import build_context, load_run_config
 from gp_losses.core.errors import InputError, RunFailed, Stopped
 from gp_losses.core.stopping import is_no_space, no_space, stop_on_signals
-from gp_losses.evolution import Evolution, evaluation_seed
+from gp_losses.evolution import Evolution, evaluation_seed, noise_seed
+from gp_losses.fidelity import Promotion, promotion_seed, promotions
 from gp_losses.final import choose_final
 from gp_losses.jobs import close_sandbox, start_workers, train_job
 from gp_losses.messages import TrainJob
@@ -105,7 +108,7 @@ def _search(context, rundir: RunDir, state: Optional[SearchState]) -> Dict[str, 
              rundir.path, context.task_cls.name, context.metric, context.config.search.evaluations,
              workers, " (SCOOP)" if cluster.running() else "", evolution.batch_size)
     rundir.write_status("running", evaluations=evolution.state.evaluations)
-    for name in ("final.json", "final.md", "final.csv"):  # a resumed search may change the hall
+    for name in ("final.json", "final.md", "final.csv", "noise.json"):  # a resumed search may change the hall
         (rundir.path / name).unlink(missing_ok=True)
     cluster.route_log(str(rundir.path / "scoop.log"))
     try:
@@ -115,8 +118,12 @@ def _search(context, rundir: RunDir, state: Optional[SearchState]) -> Dict[str, 
         hall = evolution.recorder.finish(ended)
         baselines = {}
         if context.config.search.compare_baselines and hall:
-            baselines = compare_baselines(evolution, context, hall[0]["eval"])
+            baselines = compare_baselines(evolution, context, hall[0])
             rundir.write_json("baselines.json", baselines)
+        noise = {}
+        if context.config.search.noise_seeds and hall:
+            noise = measure_noise(evolution, context, hall[0])
+            rundir.write_json("noise.json", noise)
         final = choose_final(rundir.path, context) if context.config.final.top and hall else {}
     except BaseException as exc:
         evolution.recorder.close()
@@ -143,22 +150,73 @@ def _search(context, rundir: RunDir, state: Optional[SearchState]) -> Dict[str, 
     summary = {"run_dir": str(rundir.path), "status": "finished", "task": context.task_cls.name,
                "metric": context.metric, "evaluations": ended.evaluations, "explored": ended.explored,
                "reused": ended.counts["reused"], "best": best, "hall_of_fame": hall[:5],
-               "baselines": baselines, "final": final}
+               "baselines": baselines, "noise": noise, "final": final}
     rundir.write_status("finished", evaluations=ended.evaluations, explored=ended.explored,
                         best=best["score"] if best else None, pick=best["rank"] if best else None)
     report(summary)
     return summary
 
 
-def compare_baselines(evolution: Evolution, context, best_eval: int) -> Dict[str, Any]:
-    """Each baseline of the task trained with the seed of the best loss's evaluation."""
-    seed = evaluation_seed(context.config.seed, best_eval)
+def compare_baselines(evolution: Evolution, context, best: Dict[str, Any]) -> Dict[str, Any]:
+    """Each baseline of the task trained as the best loss's score was taken: with the seed of
+    its evaluation, or at its fidelity rung with the seeds of its trainings there."""
+    config, rung = context.config, best.get("rung", 0)
     names = list(context.task_cls.baselines)
-    jobs = [TrainJob(evolution.spec.key, context.task_cls.baselines[name], seed) for name in names]
-    results = parallel_map(train_job, jobs, item_limit_s=hard_limit(context.config.proxy.timeout_s))
-    return {name: {"score": r.score, "status": r.status, "metrics": dict(r.metrics), "seed": seed,
-                   "expr": context.task_cls.baselines[name], "error": r.error}
-            for name, r in zip(names, results)}
+    if not rung:
+        seed = evaluation_seed(config.seed, best["eval"])
+        jobs = [TrainJob(evolution.spec.key, context.task_cls.baselines[name], seed) for name in names]
+        results = parallel_map(train_job, jobs, item_limit_s=hard_limit(config.proxy.timeout_s))
+        return {name: {"score": r.score, "status": r.status, "metrics": dict(r.metrics), "seed": seed,
+                       "expr": context.task_cls.baselines[name], "error": r.error}
+                for name, r in zip(names, results)}
+    seeds = [promotion_seed(config.seed, best["index"], rung, k) for k in range(config.fidelity.seeds)]
+    jobs = [TrainJob(evolution.spec.key, context.task_cls.baselines[name], seed, rung)
+            for name in names for seed in seeds]
+    results = parallel_map(train_job, jobs, item_limit_s=hard_limit(config.fidelity.timeout_s))
+    out = {}
+    for i, name in enumerate(names):
+        promotion = Promotion(rung, tuple(seeds), results[i * len(seeds):(i + 1) * len(seeds)])
+        ok = promotion.status == "ok"
+        out[name] = {"score": promotion.score, "status": promotion.status, "rung": rung, "seeds": seeds,
+                     "metrics": {k: float(np.mean([r.metrics[k] for r in promotion.runs]))
+                                 for k in promotion.runs[0].metrics} if ok else {},
+                     "expr": context.task_cls.baselines[name],
+                     "error": next((r.error for r in promotion.runs if r.error), None)}
+    return out
+
+
+def measure_noise(evolution: Evolution, context, best: Dict[str, Any]) -> Dict[str, Any]:
+    """The proxy's noise: the hall's first trained with `search.noise_seeds` further seeds, at
+    the fidelity rung of its score; the sample standard deviation of its scores there, its own
+    included. A training that did not end `ok` is listed and left out of the spread (a failure
+    is never a score)."""
+    config, rung = context.config, best.get("rung", 0)
+    seeds = [noise_seed(config.seed, i) for i in range(config.search.noise_seeds)]
+    jobs = [TrainJob(evolution.spec.key, best["expr"], seed, rung) for seed in seeds]
+    limit = config.fidelity.timeout_s if rung else config.proxy.timeout_s
+    results = parallel_map(train_job, jobs, item_limit_s=hard_limit(limit))
+    if rung:
+        own = promotions(evolution.state.hof[0])[rung]
+        runs = [{"seed": seed, "status": r.status, "score": r.score} for seed, r in zip(own.seeds, own.runs)]
+    else:
+        runs = [{"seed": evaluation_seed(config.seed, best["eval"]), "status": "ok", "score": best["score"]}]
+    runs += [{"seed": seed, "status": r.status, "score": r.score, "error": r.error}
+             for seed, r in zip(seeds, results)]
+    scores = [run["score"] for run in runs if run["status"] == "ok"]
+    std = float(np.std(scores, ddof=1)) if len(scores) > 1 else None
+    return {"rank": 1, "expr": best["expr"], "metric": context.metric, "split": "val",
+            **({"rung": rung} if rung else {}),
+            "runs": runs, "ok": len(scores), "mean": float(np.mean(scores)), "std": std}
+
+
+def within_noise(hall: List[Dict[str, Any]], noise: Dict[str, Any]) -> List[bool]:
+    """Per hall entry, whether its score is within two noise standard deviations of the
+    first's (at the first's fidelity rung: scores of other rungs are not comparable)."""
+    std = noise.get("std") if noise else None
+    if std is None or not hall:
+        return [False] * len(hall)
+    rung = hall[0].get("rung", 0)
+    return [entry.get("rung", 0) == rung and hall[0]["score"] - entry["score"] <= 2 * std for entry in hall]
 
 
 def report(summary: Dict[str, Any]) -> None:
@@ -167,12 +225,23 @@ def report(summary: Dict[str, Any]) -> None:
     lines = [f"search finished: {summary['evaluations']} evaluations, {summary['explored']} losses "
              f"explored, {summary['reused']} reused; results in {summary['run_dir']}",
              f"{'rank':>4}  {metric:>8}  formula"]
-    for entry in summary["hall_of_fame"]:
+    noise = summary.get("noise") or {}
+    for entry, tied in zip(summary["hall_of_fame"], within_noise(summary["hall_of_fame"], noise)):
         formula = "; ".join(f"{b}: {f}" for b, f in entry["formula"].items())
-        lines.append(f"{entry['rank']:>4}  {entry['score']:8.4f}  {formula}")
+        notes = f"  (seeded: {entry['seeded']})" if "seeded" in entry else ""
+        notes += f"  (rung {entry['rung']})" if "rung" in entry else ""
+        mark = "~" if tied and entry["rank"] > 1 else " "
+        lines.append(f"{entry['rank']:>4} {mark}{entry['score']:8.4f}  {formula}{notes}")
+    if noise:
+        spread = f"std {noise['std']:.4f}" if noise["std"] is not None else "no spread (fewer than 2 ok)"
+        where = f" at rung {noise['rung']}" if noise.get("rung") else ""
+        lines.append(f"proxy noise: #1 over {len(noise['runs'])} seeds{where}, {noise['ok']} ok: mean "
+                     f"{noise['mean']:.4f}, {spread}; ~ marks a score within 2 std of #1's (noise.json)")
     for name, base in summary["baselines"].items():
         score = f"{base['score']:8.4f}" if base["status"] == "ok" else f"{base['status']:>8}"
-        lines.append(f"base  {score}  {name}: {base['expr']} (same proxy, seed {base['seed']})")
+        how = (f"fidelity rung {base['rung']}, seeds {', '.join(map(str, base['seeds']))}" if base.get("rung")
+               else f"same proxy, seed {base['seed']}")
+        lines.append(f"base  {score}  {name}: {base['expr']} ({how})")
     final = summary["final"]
     if final:
         lines.append(f"finalists, {metric} on val with {json.dumps(final['options'])}, seeds "

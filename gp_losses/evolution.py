@@ -10,6 +10,11 @@
         age      append to the population; drop the oldest beyond P
         record   HallOfFame, Statistics, Logbook, evaluations.jsonl, checkpoint
 
+Not in the paper, and off by default: a warm start (`search.seed_losses`: given losses take
+the first initial slots), and multi-fidelity rungs (`fidelity.rungs`: before each batch the
+best share of each rung's losses is promoted to a longer training, whose jobs take the batch's
+first places; gp_losses/fidelity.py).
+
 `run()` is that loop, a batch of `search.batch` offspring at a time (default: one per worker).
 The boxes that decide what is searched are the methods below. Within a batch the scheduler
 (gp_losses/scheduler.py) spreads vary, reject and evaluate over the workers with no barrier
@@ -30,21 +35,25 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from gp_losses.config import to_dict
 from gp_losses.context import Context
-from gp_losses.messages import RunSpec, TrainJob
-from gp_losses.outcomes import FailureWatch
+from gp_losses.fidelity import Promotion, RungFitness, beats, choose, promotion_seed, promotions, standing
+from gp_losses.jobs import protocol_job
+from gp_losses.messages import Made, ProtocolJob, RunSpec, TrainJob
+from gp_losses.outcomes import FailureWatch, Training
 from gp_losses.population import FAILED, Individual, Known, SearchState, Slot
 from gp_losses.recorder import Recorder, Rejected
 from gp_losses.rundir import RunDir
+from gp_losses.sandbox import hard_limit
 from gp_losses.scheduler import Batch, Planned, Scheduler
 from gp_losses.streams import Answer
 from gp_losses.trees import parse_tree
+from gp_losses.workers import parallel_map
 
 log = logging.getLogger("gp_losses")
 
@@ -52,6 +61,12 @@ log = logging.getLogger("gp_losses")
 def evaluation_seed(run_seed: int, index: int) -> int:
     """The seed of proxy evaluation `index`, derived from the run seed alone."""
     return int(np.random.SeedSequence([run_seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def noise_seed(run_seed: int, index: int) -> int:
+    """The seed of the noise accounting's training `index` (search.noise_seeds): from the run
+    seed alone, apart from every evaluation's."""
+    return int(np.random.SeedSequence([run_seed, index, 1]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 class Evolution:
@@ -76,6 +91,15 @@ class Evolution:
         self.recorder = Recorder(rundir, self.space, self.cfg)
         self._unbooked = 0.0
         """Seconds of the last batch's bookkeeping (record()), counted with the next batch."""
+        self._seed_results: Optional[List[List[Any]]] = None
+        """The protocol's results of the seed losses this process places, from `_seed_base` on."""
+        self._seed_base = 0
+        self.rungs = len(self.cfg.fidelity.rungs)
+        """Fidelity rungs above the proxy (gp_losses/fidelity.py); 0: single fidelity, as the paper."""
+        if self.rungs and not self.state.ladder:
+            self.state.ladder = [[] for _ in range(self.rungs + 1)]
+        self._promoting: List[Tuple[Individual, Promotion]] = []
+        """The promotions the batch being made trains."""
 
     # --- the loop -----------------------------------------------------------------------
     def run(self) -> SearchState:
@@ -86,7 +110,12 @@ class Evolution:
             try:
                 while self.state.evaluations < total and not self.out_of_time():
                     started = time.perf_counter()
-                    batch = self.scheduler.batch(min(self.batch_size, total - self.state.evaluations))
+                    n = min(self.batch_size, total - self.state.evaluations)
+                    if self.state.seeded < len(self.ctx.seeds):
+                        batch = self.seed(n)
+                    else:
+                        promoted = self.promote(n)
+                        batch = self.scheduler.batch(n - len(promoted), promoted)
                     records = batch.records + self.evaluate(batch)
                     self.age(batch.children)
                     self.record(records, started)
@@ -122,7 +151,65 @@ class Evolution:
         pop = self.state.population
         size = min(len(pop), max(2, round(self.cfg.search.tournament * len(pop))))
         sample = self.rng.sample(range(len(pop)), size)
+        if self.rungs:  # compared at the highest rung both reached; the first of a tie wins
+            winner = sample[0]
+            for k in sample[1:]:
+                if beats(pop[k], pop[winner]):
+                    winner = k
+            return pop[winner]
         return pop[max(sample, key=lambda k: (pop[k].fitness.values[0], -sample.index(k)))]
+
+    # --- promote (fidelity.rungs; gp_losses/fidelity.py) ------------------------------------
+    def promote(self, capacity: int) -> List[Planned]:
+        """The trainings of the losses promoted to a higher rung before this batch (at most
+        `capacity`); none without rungs."""
+        self._promoting = []
+        if not self.rungs:
+            return []
+        fid, jobs = self.cfg.fidelity, []
+        for ind, rung in choose(self.state.ladder, self.rungs, fid.promote, fid.seeds, capacity):
+            seeds = tuple(promotion_seed(self.cfg.seed, ind.index, rung, k) for k in range(fid.seeds))
+            self._promoting.append((ind, Promotion(rung, seeds)))
+            jobs += [Planned(TrainJob(self.spec.key, ind.expr, seed, rung), ind) for seed in seeds]
+        return jobs
+
+    # --- warm start (search.seed_losses; not in the paper) -----------------------------------
+    def seed(self, n: int) -> Batch:
+        """A batch of the next n seed losses, in their order, before any random one: each
+        takes an initial slot and is deduped and trained as an offspring. Their protocol runs
+        only for the fingerprint and the record: the user chose them, so a rejected one
+        is still trained (its record says why the protocol rejected it)."""
+        start = self.state.seeded
+        seeds = self.ctx.seeds[start:start + n]
+        if self._seed_results is None:  # once per process, before the scheduler's first job
+            self._seed_results = self._seed_protocol(self.ctx.seeds[start:])
+            self._seed_base = start
+        batch = Batch(len(seeds))
+        for i, seed in enumerate(seeds):
+            results = self._seed_results[start - self._seed_base + i]
+            slot = Slot(None, [parse_tree(seed.exprs[b.name], pset) for b, pset
+                               in zip(self.space.branches, self.space.psets)],
+                        [tuple(r.fingerprint) for r in results], [Made("seed")] * len(results),
+                        self.state.created, seed.entry)
+            self.state.created += 1
+            self.state.explored += 1
+            self.dedupe(slot, batch)
+            failed = "; ".join(f"{b.name}: {r.reason}" for b, r in zip(self.space.branches, results)
+                               if not r.passed)
+            if failed:
+                batch.children[-1].protocol = failed
+                log.warning("seed loss %r does not pass the protocol (%s); it is trained all the same",
+                            seed.entry, failed)
+        self.state.seeded += len(seeds)
+        return self.scheduler.trainings(batch.children, batch.jobs)
+
+    def _seed_protocol(self, seeds) -> List[List[Any]]:
+        """Each seed loss's protocol result per branch, run on the workers."""
+        jobs = [ProtocolJob(self.spec.key, k, seed.exprs[b.name])
+                for seed in seeds for k, b in enumerate(self.space.branches)]
+        results = parallel_map(protocol_job, jobs, item_limit_s=hard_limit(self.cfg.protocol.timeout_s))
+        m = len(self.space.branches)
+        return [results[i * m:(i + 1) * m] for i in range(len(seeds))]
 
     # --- vary + reject (section 3.2, Fig. 3; Eq. 5-6) -------------------------------------
     # Candidates are made and checked on the workers (gp_losses/sandboxed.py); here a slot
@@ -148,7 +235,7 @@ class Evolution:
         reuse that score; else it is numbered and its training joins the batch's jobs."""
         exprs = {b.name: str(t) for b, t in zip(self.space.branches, slot.trees)}
         child = Individual(slot.trees, exprs, slot.fingerprints, slot.made,
-                           slot.parent.index if slot.parent else None)
+                           slot.parent.index if slot.parent else None, slot.seeded)
         batch.children.append(child)
         fp = child.fingerprint if all(child.fingerprint) else None
         if self.cfg.search.equivalence and fp is not None and (fp in self.state.known or fp in batch.pending):
@@ -165,10 +252,14 @@ class Evolution:
         """Book the batch's training results, resolve reuse, give every child its fitness.
         Only a training's deterministic outcome (ok, invalid) becomes known for reuse; a
         child whose equivalent in this batch failed is left `unscored`."""
+        promoted: Dict[int, List[Training]] = {}
         for j, planned in enumerate(batch.jobs):
             child, result = planned.child, batch.results[j]
-            self.state.counts[result.status] += 1
             self.failures.add("training", None if result.reusable else result.error or result.status)
+            if planned.job.rung:
+                promoted.setdefault(id(child), []).append(result)
+                continue
+            self.state.counts[result.status] += 1
             child.training = result
             child.status, child.score, child.metrics = result.status, result.score, result.metrics
             if all(child.fingerprint) and result.reusable:
@@ -182,6 +273,19 @@ class Evolution:
             child.index = self.state.lines
             self.state.lines += 1
             records.append(child.record())
+            if self.rungs:
+                child.fitness = RungFitness((0, child.fitness.values[0]))
+                if child.eval is not None and child.status == "ok":
+                    self.state.ladder[0].append(child)
+        for ind, promotion in self._promoting:
+            promotion.runs = promoted[id(ind)]
+            promotions(ind)[promotion.rung] = promotion
+            self.state.counts["promoted"] += 1
+            if promotion.status == "ok":
+                self.state.ladder[promotion.rung].append(ind)
+            records.append({"index": self.state.lines, **promotion.record(ind)})
+            self.state.lines += 1
+        self._promoting = []
         return records
 
     def _reuse(self, child: Individual) -> None:
@@ -201,7 +305,17 @@ class Evolution:
         pop = self.state.population
         pop.extend(c for c in children if c.status != "unscored")
         del pop[:max(0, len(pop) - self.cfg.search.population_max)]
-        self.state.hof.update([c for c in children if c.status == "ok"])
+        if not self.rungs:
+            self.state.hof.update([c for c in children if c.status == "ok"])
+            return
+        ranked = []  # rungs: a promotion changes a loss's standing, so the hall is made again
+        for ind in self.state.ladder[0]:
+            place = standing(ind)
+            if place is not None:
+                ind.fitness.values = place
+                ranked.append(ind)
+        self.state.hof.clear()
+        self.state.hof.update(ranked)
 
     # --- record -----------------------------------------------------------------------------
     def record(self, records: List[Dict[str, Any]], started: float) -> None:

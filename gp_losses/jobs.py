@@ -183,7 +183,8 @@ def train_job(job: TrainJob) -> Training:
     """Proxy evaluation of one loss with a seed, never raising for the candidate's sake
     (TaskSetupError stops the run)."""
     start = time.perf_counter()
-    limit = hard_limit(PROCESS.spec(job.run).config["proxy"]["timeout_s"])
+    config = PROCESS.spec(job.run).config
+    limit = hard_limit(config["fidelity"]["timeout_s"] if job.rung else config["proxy"]["timeout_s"])
     try:
         out = PROCESS.sandbox_for(job.run).call(job, limit)
     except JobTimeout as exc:

@@ -139,11 +139,13 @@ class DescribeJob:
 
 @dataclass(frozen=True)
 class TrainJob:
-    """Proxy-train one loss ({branch: expression}) with `seed`: a Training."""
+    """Proxy-train one loss ({branch: expression}) with `seed`: a Training. `rung` > 0 trains
+    it on that fidelity rung's longer schedule (fidelity.rungs)."""
 
     run: str
     exprs: Mapping[str, str]
     seed: int
+    rung: int = 0
 
 
 @dataclass(frozen=True)

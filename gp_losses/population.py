@@ -46,8 +46,12 @@ class Individual(Loss):
     result of a gradient-equivalent loss (`reused`), or none (`unscored`: its equivalent in
     the same batch failed); `status`, `score`, `metrics` and `error` say which."""
 
+    seeded: Optional[str] = None  # class defaults: checkpoints written before these existed
+    protocol: Optional[str] = None
+
     def __init__(self, trees=(), expr: Optional[Mapping[str, str]] = None, fingerprint: Fingerprint = (),
-                 made: Tuple[Made, ...] = (), parent: Optional[int] = None) -> None:
+                 made: Tuple[Made, ...] = (), parent: Optional[int] = None,
+                 seeded: Optional[str] = None) -> None:
         super().__init__(trees)
         self.fitness = Fitness()
         self.expr: Dict[str, str] = dict(expr or {})
@@ -55,7 +59,11 @@ class Individual(Loss):
         self.made: Tuple[Made, ...] = tuple(made)
         """How each branch's tree was made."""
         self.parent = parent
-        """The parent's line in evaluations.jsonl (None: a random loss)."""
+        """The parent's line in evaluations.jsonl (None: a random or seeded loss)."""
+        self.seeded = seeded
+        """The `search.seed_losses` entry it came from (a warm start), else None."""
+        self.protocol: Optional[str] = None
+        """A seeded loss placed although the protocol rejected it: the reason."""
         self.index: Optional[int] = None
         """Its line in evaluations.jsonl."""
         self.eval: Optional[int] = None
@@ -84,6 +92,8 @@ class Individual(Loss):
             if self.reused is None:
                 out["error"] = self.error
         out.update(origin=[m.to_dict() for m in self.made], parent=self.parent)
+        if self.seeded is not None:
+            out.update(seeded=self.seeded, protocol=self.protocol or "passed")
         if self.reused is not None:
             out.update(reused_eval=self.reused.eval, reused_status=self.reused.status)
         return out
@@ -130,6 +140,11 @@ class SearchState:
     logbook: tools.Logbook = field(default_factory=tools.Logbook)
     jsonl_size: int = 0
     batch_size: int = 0
+    seeded: int = 0
+    """How many of the warm start's losses (`search.seed_losses`) have been placed."""
+    ladder: List[List[Individual]] = field(default_factory=list)
+    """Per fidelity rung, the losses scored `ok` there, in the order they were (with
+    fidelity.rungs; gp_losses/fidelity.py)."""
     random_next: Dict[int, int] = field(default_factory=dict)
     """Per branch, the first index of the run's random stream not yet used by a slot."""
     rng_state: Any = None
@@ -148,3 +163,5 @@ class Slot:
     made: List[Optional[Made]]
     number: int = 0
     """Its place among all slots of the run: with the seed, it fixes its candidates."""
+    seeded: Optional[str] = None
+    """The `search.seed_losses` entry it holds (a warm start), else None."""

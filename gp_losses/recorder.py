@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from gp_losses.config import RunConfig
 from gp_losses.core.errors import describe
+from gp_losses.fidelity import promotions
 from gp_losses.outcomes import REASONS
 from gp_losses.plot import write_progress
 from gp_losses.population import SearchState, make_statistics, scored
@@ -101,6 +102,7 @@ class Recorder:
                 "reused": counts["reused"], "rejected": rejected(state),
                 **{f"rejected_{r}": counts[f"rejected_{r}"] for r in REASONS},
                 **{s: counts[s] for s in ("invalid", "error", "timeout", "unscored")},
+                **({"promoted": counts["promoted"]} if getattr(state, "ladder", None) else {}),
                 "best": best(state), **make_statistics().compile(scored(state.population)),
                 **{f"seconds_{k}": round(v, 3) for k, v in sorted(seconds.items())},
                 "seconds_origin": round(origin_seconds(state), 3)}
@@ -145,9 +147,18 @@ class Recorder:
 
 def hall_of_fame(state: SearchState) -> List[Dict[str, Any]]:
     """The hall of fame as hall_of_fame.json holds it (formulas once made, else null)."""
-    return [{"rank": rank, "score": ind.fitness.values[0], "expr": ind.expr, "formula": ind.formula,
-             "metrics": dict(ind.metrics), "index": ind.index, "eval": ind.eval}
+    return [{"rank": rank, "score": ind.fitness.values[-1], "expr": ind.expr, "formula": ind.formula,
+             "metrics": dict(ind.metrics), "index": ind.index, "eval": ind.eval,
+             **({"seeded": ind.seeded} if ind.seeded is not None else {}), **_rungs(ind)}
             for rank, ind in enumerate(state.hof, 1)]
+
+
+def _rungs(ind: Any) -> Dict[str, Any]:
+    """With fidelity rungs: the rung of the entry's score and its score at every rung."""
+    if len(ind.fitness.values) < 2:
+        return {}
+    scores = {"0": ind.score, **{str(r): p.score for r, p in sorted(promotions(ind).items())}}
+    return {"rung": int(ind.fitness.values[0]), "rung_scores": scores}
 
 
 def formulas(hall: List[Dict[str, Any]], space: SearchSpace) -> List[Dict[str, Any]]:
@@ -163,7 +174,7 @@ def formulas(hall: List[Dict[str, Any]], space: SearchSpace) -> List[Dict[str, A
 
 
 def best(state: SearchState) -> float:
-    return state.hof[0].fitness.values[0] if len(state.hof) else float("nan")
+    return state.hof[0].fitness.values[-1] if len(state.hof) else float("nan")
 
 
 def rejected(state: SearchState) -> int:

@@ -58,7 +58,7 @@ def load_entries(run: Path, context, top: int, ranks: Sequence[int] = ()) -> Lis
     if not ranks and pick > top:  # the search's pick among its finalists is always retrained
         picked.append(hall[pick - 1])
     entries = [Entry.found(h) for h in formulas(picked, context.space)]
-    chosen = context.config.retrain.baselines or tuple(context.task_cls.baselines)
+    chosen = context.config.retrain.baselines or tuple(context.task_cls.baselines)  # ("none",): none
     for name, expr in context.task_cls.baselines.items():
         if name not in chosen:
             continue

@@ -8,6 +8,7 @@
     logbook.csv         DEAP Logbook, one row per batch
     hall_of_fame.json   the best losses: expressions, scores (formulas made at the end)
     baselines.json      the task's baselines trained with the best loss's seed (at the end)
+    noise.json          the best loss over further proxy seeds (`search.noise_seeds` > 0)
     final.json          the search's pick among the top K, trained longer on val (`final.top`
     final.md, .csv      > 0; gp_losses/final.py); their trainings in retrain/
     checkpoint.pkl      everything needed to resume, written after every batch

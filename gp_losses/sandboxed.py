@@ -68,6 +68,17 @@ class SandboxState:
             self.protocol = Protocol(self.task, space.branches, space.operators, config.protocol)
         self.cache: "collections.OrderedDict[Tuple[int, str], ProtocolResult]" = collections.OrderedDict()
         """(branch, expr) -> protocol result, for the deterministic outcomes met here."""
+        self.split = spec.split
+        self.rung_tasks: Dict[int, Any] = {0: self.task}
+        """Fidelity rung -> the task with that rung's options, set up on its first training."""
+
+    def task_for(self, rung: int) -> Any:
+        """The task that trains at fidelity rung `rung` (0: the proxy's)."""
+        if rung not in self.rung_tasks:
+            task = self.context.make_task(self.device, self.split, self.context.rung_options(rung))
+            task.ensure_setup()
+            self.rung_tasks[rung] = task
+        return self.rung_tasks[rung]
 
     def learn(self, known: Tuple[Fact, ...]) -> None:
         """Take protocol results that other workers found into the cache; only deterministic
@@ -193,7 +204,8 @@ def run_training(state: SandboxState, job: TrainJob) -> Training:
     except Exception as exc:
         out = training_failure("error", describe(exc))
     else:
-        out = proxy_evaluate(state.task, loss, job.seed, config.proxy.timeout_s, config.search.stop_invalid)
+        timeout = config.fidelity.timeout_s if job.rung else config.proxy.timeout_s
+        out = proxy_evaluate(state.task_for(job.rung), loss, job.seed, timeout, config.search.stop_invalid)
     return dataclasses.replace(out, device=state.device)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Deque, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from gp_losses.core.errors import RunFailed
 from gp_losses.jobs import check_job, train_job
@@ -56,7 +56,8 @@ class TrainTag:
 
 
 class Planned(NamedTuple):
-    """A training the batch runs: its job, and the offspring whose fitness it gives."""
+    """A training the batch runs: its job, and the offspring whose fitness it gives (or, for
+    a promotion, the loss it trains at a higher rung)."""
 
     job: TrainJob
     child: Individual
@@ -68,7 +69,8 @@ class Batch:
     — records, children, training jobs and their results."""
 
     n: int
-    """Offspring that need a training (fewer when they reuse known scores in every round)."""
+    """Trainings the batch runs: promotions to a higher fidelity rung, then offspring that need
+    one (fewer when they reuse known scores in every round)."""
     rounds: int = 0
     slots: List[Slot] = field(default_factory=list)
     """The open round's slots, in order."""
@@ -132,11 +134,12 @@ class Scheduler:
         return self._workers
 
     # --- a batch ---------------------------------------------------------------------------
-    def batch(self, n: int) -> Batch:
+    def batch(self, n: int, first: Sequence[Planned] = ()) -> Batch:
         """Offspring until n of them need a proxy evaluation (or FILL_ROUNDS rounds of
         selection: an offspring that reuses a known score costs no training, so another one
-        takes its place), and their trainings' results."""
-        batch = Batch(n)
+        takes its place), and their trainings' results; the trainings `first` (promotions to
+        a higher fidelity rung) are the batch's first jobs."""
+        batch = Batch(n + len(first), jobs=list(first), queued=collections.deque(range(len(first))))
         self._open_round(batch)
         return self._drive(batch)
 
@@ -231,8 +234,9 @@ class Scheduler:
             if not batch.queued:
                 break
             j = batch.queued.popleft()
-            workers.start(worker, train_job, batch.jobs[j].job, TrainTag(j),
-                          hard_limit(self.cfg.proxy.timeout_s))
+            job = batch.jobs[j].job
+            workers.start(worker, train_job, job, TrainTag(j),
+                          hard_limit(self.cfg.fidelity.timeout_s if job.rung else self.cfg.proxy.timeout_s))
         if workers.free:
             ahead = self._ahead_streams(batch)
             for worker, parts in zip(list(workers.free), plan(ahead, len(workers.free), search.chunk, search.round_s)):

@@ -52,7 +52,13 @@ def status(run_dir):
 def stable(records):
     """Records without what legitimately differs between runs: timings and process ids."""
     drop = {"seconds", "worker", "device"}
-    return [{k: v for k, v in r.items() if k not in drop} for r in records]
+
+    def keep(record):
+        out = {k: v for k, v in record.items() if k not in drop}
+        if "runs" in out:  # a promotion's trainings (fidelity.rungs)
+            out["runs"] = [keep(run) for run in out["runs"]]
+        return out
+    return [keep(r) for r in records]
 
 
 def cli(*argv, **kw):

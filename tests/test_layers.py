@@ -12,8 +12,8 @@ LAYERS = [
     {"cli", "main", "__main__", "api", "testing"}, {"commands", "export"}, {"driver"}, {"final"}, {"retrain"}, {"report"}, {"journal"},
     {"evolution"}, {"scheduler"}, {"recorder"}, {"streams"}, {"jobs"}, {"workers"}, {"cluster"},
     {"sandbox"}, {"sandboxed"}, {"context"},
-    {"space", "rejection", "evaluate", "variation", "trees", "torch_loss", "formula", "population", "plot", "rundir",
-     "tracking"},
+    {"space", "rejection", "evaluate", "variation", "trees", "torch_loss", "formula", "population", "fidelity",
+     "plot", "rundir", "tracking"},
     {"messages", "outcomes", "config"}, {"contract"}, {"core"},
 ]
 """gp_losses' modules from the top down (docs/engine.md); a module imports from its own layer

@@ -16,7 +16,8 @@ from tasks.cls import DigitsTask
 
 class FaultyDigits(DigitsTask):
     """Digits, with `fault` injected into the proxy evaluation numbered `fault_eval` of a run
-    with seed `run_seed` (every evaluation when `fault_eval` is -2):
+    with seed `run_seed` (every evaluation when `fault_eval` is -2), or into the training with
+    seed `fault_seed` (when it is not -1):
 
     raise, nan (a NaN score), score (7.5), metric (a metric that is a string), hang, exit
     (os._exit), segv (SIGSEGV). With `fault_dir` set, the fault happens once only: its first
@@ -30,6 +31,7 @@ class FaultyDigits(DigitsTask):
     class Options(DigitsTask.Options):
         fault: str = ""
         fault_eval: int = -1
+        fault_seed: int = -1
         run_seed: int = 0
         fault_dir: str = ""
         setup_fault: str = ""
@@ -53,7 +55,12 @@ class FaultyDigits(DigitsTask):
 
     def _faulty(self, seed):
         opt = self.options
-        if not opt.fault or (opt.fault_eval != -2 and seed != evaluation_seed(opt.run_seed, opt.fault_eval)):
+        if not opt.fault:
+            return False
+        if opt.fault_seed != -1:
+            if seed != opt.fault_seed:
+                return False
+        elif opt.fault_eval != -2 and seed != evaluation_seed(opt.run_seed, opt.fault_eval):
             return False
         if opt.fault_dir:
             marker = Path(opt.fault_dir) / "fault"

@@ -53,6 +53,10 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, str):
             return value
         expected = "a string"
+    elif origin is tuple and typing.get_origin(typing.get_args(hint)[0]) in (collections.abc.Mapping, dict):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, dict) for v in value):
+            return tuple(dict(v) for v in value)
+        expected = "a list of mappings"
     elif origin is tuple:
         if isinstance(value, str):
             value = [value]

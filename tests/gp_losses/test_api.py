@@ -15,6 +15,7 @@ import gp_losses
 import template_tasks as tt
 from gp_losses.api import SearchResult, to_overrides
 from gp_losses.core.errors import InputError
+from gp_losses.context import load_run_config
 from search_helpers import LOAD_ALONE, ROOT, lines, status
 
 QUICK = {"search": {"population_init": 4, "batch": 2}, "protocol": {"steps": 100, "lr": 0.005},
@@ -34,6 +35,11 @@ def test_overrides_from_keyword_arguments():
                          "search": {"batch": 2, "operators": ["m:Op"]}, "retrain__options": {"iterations": 9}}) == [
         "search.evaluations=4", "seed=2", 'task.metric="miou"', "proxy.timeout_s=60", "search.batch=2",
         'search.operators=["m:Op"]', "retrain.options.iterations=9"]
+    sets = to_overrides({"seed_losses": ["ce", "Neg(Mul(y, yhat))"], "fidelity": {"rungs": [{"iterations": 900}]}})
+    assert sets == ['search.seed_losses=["ce", "Neg(Mul(y, yhat))"]', 'fidelity.rungs=[{"iterations": 900}]']
+    config = load_run_config("cls", None, sets)  # read back as the config keys they name
+    assert config.search.seed_losses == ("ce", "Neg(Mul(y, yhat))")
+    assert config.fidelity.rungs == ({"iterations": 900},)
 
 
 def test_search_with_a_template_returns_a_result_that_exports_retrains_and_reloads(tmp_path):

@@ -169,5 +169,5 @@ def test_loss_flags_for_a_multi_branch_task():
     assert resolve_loss(ctx, ["reg=giou"]) == {"cls": "Neg(Mul(y, Log(yhat)))", "reg": "Add(one, Neg(Mul(i, Inv(u))))"}
     assert resolve_loss(ctx, ["cls=Neg(Mul(y, yhat))"])["reg"] == "Neg(Log(Mul(i, Inv(u))))"
     assert resolve_loss(ctx, ["giou"])["reg"] == "Add(one, Neg(Mul(i, Inv(u))))"
-    with pytest.raises(InputError, match="one --loss BRANCH=EXPR per branch"):
+    with pytest.raises(InputError, match="one BRANCH=EXPR per branch"):
         resolve_loss(ctx, ["Neg(Mul(y, yhat))"])

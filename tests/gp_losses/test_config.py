@@ -1,6 +1,7 @@
 """Configuration: malformed input is reported with its dotted key, exit 2, before any work."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -9,6 +10,8 @@ from gp_losses import config as cfg
 from gp_losses.cli import main
 from gp_losses.context import build_context, load_run_config
 from gp_losses.sandboxed import device_for
+
+ROOT_DIR = Path(__file__).resolve().parents[2]
 
 MALFORMED = [
     (["--set", "search.evaluatons=3"], "search.evaluatons", "did you mean 'search.evaluations'"),
@@ -173,3 +176,13 @@ def test_a_config_file_that_names_its_task_needs_no_task_flag(tmp_path, capsys):
     assert main(["search", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "r2")]) == 2
     assert "no task given" in capsys.readouterr().err
     assert main(["search"]) == 2 and "--config FILE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(ROOT_DIR).as_posix() for p in (ROOT_DIR / "runs").rglob("*.yaml")))
+def test_every_shipped_run_config_loads(path):
+    """Each file of runs/ is a valid config over its task's defaults (a key misspelt in one
+    would otherwise surface only when someone runs it)."""
+    config = load_run_config(None, str(ROOT_DIR / path), [])
+    assert config.task.name
+    if path == "runs/pose_long.yaml":  # laid over runs/pose.yaml: its proxy, with one rung above it
+        assert config.task.options["iterations"] == 1000 and config.fidelity.rungs == ({"iterations": 3000},)

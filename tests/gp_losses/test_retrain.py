@@ -156,6 +156,9 @@ def test_retrain_takes_only_the_baselines_named(tmp_path, finished_run):
     run = _copy_run(finished_run, tmp_path / "run")
     retrain(str(run), top=1, seeds=1, overrides=LONG + [IN_PROCESS, "retrain.baselines=[mse]"])
     assert [r["loss"] for r in _report_rows(run)] == ["#1", "mse"]
+    alone = _copy_run(finished_run, tmp_path / "alone")
+    retrain(str(alone), top=2, seeds=1, overrides=LONG + [IN_PROCESS, "retrain.baselines=[none]"])
+    assert [r["loss"] for r in _report_rows(alone)] == ["#1", "#2"]
     proc = cli("retrain", str(run), "--baselines", "ce,hinge")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "no baseline 'hinge'" in err
