@@ -64,7 +64,7 @@ class SearchConfig:
     by `;` (branches not named take the task's first baseline), as `--loss` takes them."""
     compare_baselines: bool = True
     """After the search, train the task's baselines with the best loss's seed, for comparison."""
-    noise_seeds: int = option(0, 0, help="further proxy seeds of the best loss; 0: off")
+    noise_seeds: int = option(0, 0, help="further seeds of the best loss, at its rung; 0: off")
     """Noise accounting (not in the paper): after the search the hall's first is trained again
     with this many further seeds on the proxy; the spread of its scores, the first included, is
     the proxy's noise (noise.json), shown beside the hall of fame so that a gap smaller than it

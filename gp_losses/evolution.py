@@ -32,6 +32,7 @@ recorded and an equivalent loss met later is evaluated afresh. When most recent 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -45,9 +46,10 @@ from gp_losses.context import Context
 from gp_losses.fidelity import Promotion, RungFitness, beats, choose, promotion_seed, promotions, standing
 from gp_losses.jobs import protocol_job
 from gp_losses.messages import Made, ProtocolJob, RunSpec, TrainJob
-from gp_losses.outcomes import FailureWatch, Training
+from gp_losses.outcomes import FailureWatch, ProtocolResult, Training
 from gp_losses.population import FAILED, Individual, Known, SearchState, Slot
 from gp_losses.recorder import Recorder, Rejected
+from gp_losses.rejection import static_reason
 from gp_losses.rundir import RunDir
 from gp_losses.sandbox import hard_limit
 from gp_losses.scheduler import Batch, Planned, Scheduler
@@ -115,7 +117,7 @@ class Evolution:
                         batch = self.seed(n)
                     else:
                         promoted = self.promote(n)
-                        batch = self.scheduler.batch(n - len(promoted), promoted)
+                        batch = self.scheduler.batch(max(0, n - len(promoted)), promoted)
                     records = batch.records + self.evaluate(batch)
                     self.age(batch.children)
                     self.record(records, started)
@@ -203,13 +205,29 @@ class Evolution:
         self.state.seeded += len(seeds)
         return self.scheduler.trainings(batch.children, batch.jobs)
 
-    def _seed_protocol(self, seeds) -> List[List[Any]]:
-        """Each seed loss's protocol result per branch, run on the workers."""
-        jobs = [ProtocolJob(self.spec.key, k, seed.exprs[b.name])
+    def _seed_protocol(self, seeds) -> List[List[ProtocolResult]]:
+        """Each seed loss's result per branch, as the run decides on a candidate: the static
+        checks and the protocol with `search.rejection`, only the fingerprint without it (a
+        pass), nothing at all without `search.equivalence` either. Run on the workers."""
+        search, m = self.cfg.search, len(self.space.branches)
+        if not (search.rejection or search.equivalence):
+            return [[ProtocolResult(True)] * m for _ in seeds]
+        jobs = [ProtocolJob(self.spec.key, k, seed.exprs[b.name], search.rejection)
                 for seed in seeds for k, b in enumerate(self.space.branches)]
         results = parallel_map(protocol_job, jobs, item_limit_s=hard_limit(self.cfg.protocol.timeout_s))
-        m = len(self.space.branches)
-        return [results[i * m:(i + 1) * m] for i in range(len(seeds))]
+        out = []
+        for i, seed in enumerate(seeds):
+            own = []
+            for k, (branch, result) in enumerate(zip(self.space.branches, results[i * m:(i + 1) * m])):
+                if not search.rejection:
+                    result = dataclasses.replace(result, passed=True, reason=None)
+                else:
+                    static = static_reason(parse_tree(seed.exprs[branch.name], self.space.psets[k]), branch)
+                    if static:  # the fingerprint kept for dedupe; the verdict is the static check's
+                        result = dataclasses.replace(result, passed=False, reason=static)
+                own.append(result)
+            out.append(own)
+        return out
 
     # --- vary + reject (section 3.2, Fig. 3; Eq. 5-6) -------------------------------------
     # Candidates are made and checked on the workers (gp_losses/sandboxed.py); here a slot
@@ -252,12 +270,12 @@ class Evolution:
         """Book the batch's training results, resolve reuse, give every child its fitness.
         Only a training's deterministic outcome (ok, invalid) becomes known for reuse; a
         child whose equivalent in this batch failed is left `unscored`."""
-        promoted: Dict[int, List[Training]] = {}
+        promoted: List[Training] = []  # the promotions' trainings, in the order of _promoting
         for j, planned in enumerate(batch.jobs):
             child, result = planned.child, batch.results[j]
             self.failures.add("training", None if result.reusable else result.error or result.status)
             if planned.job.rung:
-                promoted.setdefault(id(child), []).append(result)
+                promoted.append(result)
                 continue
             self.state.counts[result.status] += 1
             child.training = result
@@ -278,7 +296,7 @@ class Evolution:
                 if child.eval is not None and child.status == "ok":
                     self.state.ladder[0].append(child)
         for ind, promotion in self._promoting:
-            promotion.runs = promoted[id(ind)]
+            promotion.runs, promoted = promoted[:len(promotion.seeds)], promoted[len(promotion.seeds):]
             promotions(ind)[promotion.rung] = promotion
             self.state.counts["promoted"] += 1
             if promotion.status == "ok":
@@ -314,7 +332,8 @@ class Evolution:
             if place is not None:
                 ind.fitness.values = place
                 ranked.append(ind)
-        self.state.hof.clear()
+        ranked.sort(key=lambda ind: (-ind.fitness.values[0], -ind.fitness.values[1], ind.index))
+        self.state.hof.clear()  # best first: of two copies of one loss, the hall keeps the better
         self.state.hof.update(ranked)
 
     # --- record -----------------------------------------------------------------------------

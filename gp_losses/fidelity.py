@@ -58,6 +58,13 @@ class Promotion:
     def score(self) -> Optional[float]:
         return float(np.mean([run.score for run in self.runs])) if self.status == "ok" else None
 
+    @property
+    def metrics(self) -> Dict[str, float]:
+        """Each metric's mean over the seeds ({} unless `ok`)."""
+        if self.status != "ok":
+            return {}
+        return {k: float(np.mean([run.metrics[k] for run in self.runs])) for k in self.runs[0].metrics}
+
     def record(self, ind: Individual) -> Dict:
         """Its line in evaluations.jsonl: the loss, its line, the rung and each seed's run."""
         return {"promoted": ind.index, "rung": self.rung, "expr": ind.expr, "status": self.status,
@@ -117,8 +124,10 @@ def standing(ind: Individual) -> Optional[Tuple[int, float]]:
 def choose(ladder: List[List[Individual]], rungs: int, share: float, seeds: int,
            capacity: int) -> List[Tuple[Individual, int]]:
     """The (loss, rung) promotions for the next batch, at most `capacity` trainings of
-    `seeds` each: from the top rung down, the best floor(share * n) of the n losses scored
-    at a rung that were not trained at the next one yet, best first."""
+    `seeds` each (but one promotion always fits, so that `seeds` above the batch size still
+    promotes): from the top rung down, the best floor(share * n) of the n losses scored at a
+    rung that were not trained at the next one yet, best first."""
+    capacity = max(capacity, seeds)
     chosen: List[Tuple[Individual, int]] = []
     for rung in reversed(range(rungs)):
         members = ladder[rung] if rung < len(ladder) else []

@@ -137,7 +137,7 @@ def branch_counts(records) -> Dict[str, Dict[str, Any]]:
             e = entry(record["branch"])
             e["rejected"][record["reason"]] = e["rejected"].get(record["reason"], 0) + 1
             e["explored"] += 1
-        elif isinstance(record.get("expr"), dict):  # an individual: each new tree passed
+        elif isinstance(record.get("expr"), dict) and "promoted" not in record:  # an individual: each new tree passed
             for name, origin in zip(record["expr"], record.get("origin") or [{}] * len(record["expr"])):
                 e = entry(name)
                 if origin.get("op") != "copy":

@@ -148,9 +148,15 @@ class Recorder:
 def hall_of_fame(state: SearchState) -> List[Dict[str, Any]]:
     """The hall of fame as hall_of_fame.json holds it (formulas once made, else null)."""
     return [{"rank": rank, "score": ind.fitness.values[-1], "expr": ind.expr, "formula": ind.formula,
-             "metrics": dict(ind.metrics), "index": ind.index, "eval": ind.eval,
+             "metrics": _metrics(ind), "index": ind.index, "eval": ind.eval,
              **({"seeded": ind.seeded} if ind.seeded is not None else {}), **_rungs(ind)}
             for rank, ind in enumerate(state.hof, 1)]
+
+
+def _metrics(ind: Any) -> Dict[str, float]:
+    """The metrics of the entry's score: the proxy's, or with fidelity rungs those of its rung."""
+    rung = int(ind.fitness.values[0]) if len(ind.fitness.values) > 1 else 0
+    return dict(promotions(ind)[rung].metrics if rung else ind.metrics)
 
 
 def _rungs(ind: Any) -> Dict[str, Any]:

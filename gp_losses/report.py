@@ -35,7 +35,8 @@ class Entry:
     def found(cls, hall_entry: Dict[str, Any]) -> "Entry":
         """A hall-of-fame entry as a found loss of the comparison."""
         h = hall_entry
-        return cls(f"#{h['rank']}", h["expr"], h["rank"], h["score"], h.get("formula", {}))
+        proxy = h["rung_scores"]["0"] if "rung_scores" in h else h["score"]  # fidelity rungs: the proxy's
+        return cls(f"#{h['rank']}", h["expr"], h["rank"], proxy, h.get("formula", {}))
 
     def ok(self) -> List[Training]:
         return [r for r in self.results if r.status == "ok"]

@@ -201,11 +201,12 @@ def run_training(state: SandboxState, job: TrainJob) -> Training:
     config = state.context.config
     try:
         loss = state.context.space.compile(state.context.space.parse(dict(job.exprs)))
+        task = state.task_for(job.rung)  # a rung's task is set up on its first training, untimed
     except Exception as exc:
         out = training_failure("error", describe(exc))
     else:
         timeout = config.fidelity.timeout_s if job.rung else config.proxy.timeout_s
-        out = proxy_evaluate(state.task_for(job.rung), loss, job.seed, timeout, config.search.stop_invalid)
+        out = proxy_evaluate(task, loss, job.seed, timeout, config.search.stop_invalid)
     return dataclasses.replace(out, device=state.device)
 
 

@@ -13,8 +13,9 @@ from gp_losses.cli import main
 from gp_losses.driver import run_search
 from gp_losses.evolution import Evolution
 from gp_losses.fidelity import Promotion, beats, choose, promotion_seed, promotions, standing
-from gp_losses.outcomes import Training
+from gp_losses.outcomes import Training, branch_counts
 from gp_losses.population import Individual
+from gp_losses.report import Entry
 
 RUNGS = ["fidelity.rungs=[{iterations: 60}, {iterations: 120}]", "fidelity.promote=0.34"]
 OVERRIDES = FAST + ["search.evaluations=16", IN_PROCESS] + RUNGS
@@ -40,7 +41,9 @@ def test_asha_promotes_the_best_share_of_each_rung_not_yet_promoted_top_rung_fir
     assert choose([[a, b, c, d, e, f, g, h], [b, g, h], []], 2, 0.34, 1, 8) == [(b, 2), (e, 1)]
     # capacity counts trainings: two seeds each leave room for one promotion in 3
     assert choose([[a, b, c, d, e, f, g, h], [b, g, h], []], 2, 0.34, 2, 3) == [(b, 2)]
-    assert choose([[a, b, c, d, e, f], [b], []], 2, 0.34, 1, 0) == []
+    # a batch smaller than the seeds of one promotion still runs one (else rungs never fill)
+    assert choose([[a, b, c, d, e, f], [b], []], 2, 0.34, 3, 1) == [(e, 1)]
+    assert choose([[a, b, c, d, e, f], [b], []], 2, 0.0001, 1, 8) == []  # floor(share * 6) = 0
 
 
 def test_two_losses_are_compared_at_the_highest_rung_both_reached():
@@ -116,6 +119,11 @@ def test_a_search_with_rungs_promotes_as_asha_and_ranks_by_rung(asha_run, capsys
     hall = json.loads((out / "hall_of_fame.json").read_text())
     keys = [(h["rung"], h["score"]) for h in hall]
     assert keys == sorted(keys, reverse=True) and hall[0]["rung"] == 2
+    assert hall[0]["metrics"] == {"accuracy": hall[0]["score"]}  # the rung's metrics, not the proxy's
+    assert Entry.found(hall[0]).proxy == hall[0]["rung_scores"]["0"]  # a retrain's proxy column
+    # `gp-losses show`'s per-branch counts take promotions for no candidates
+    made = [r for r in records if "promoted" not in r and r["origin"][0]["op"] != "copy"]
+    assert branch_counts(lines(out))["cls"]["passed"] == len(made)
     best = next(p for p in promoted if p["promoted"] == hall[0]["index"] and p["rung"] == 2)
     assert hall[0]["score"] == best["score"] == hall[0]["rung_scores"]["2"]
     with open(out / "logbook.csv") as fh:

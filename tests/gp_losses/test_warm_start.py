@@ -80,6 +80,20 @@ def test_a_resume_between_the_seed_batches_ends_as_an_uninterrupted_run(tmp_path
             == json.loads((reference / "hall_of_fame.json").read_text()))
 
 
+@pytest.mark.parametrize("overrides, protocol", [
+    ([], "cls: no_prediction"),                            # the static checks, as for a candidate
+    (["search.rejection=false"], "passed"),                # the fingerprint only, as for a candidate
+    (["search.rejection=false", "search.equivalence=false"], "passed"),  # no protocol at all
+])
+def test_a_seed_is_judged_as_the_run_judges_a_candidate_and_trained_all_the_same(tmp_path, overrides, protocol):
+    run_search("cls", out=str(tmp_path / "run"), seed=0, overrides=OVERRIDES + overrides + [
+        "search.evaluations=2", "search.compare_baselines=false", 'search.seed_losses=["Neg(y)", ce]'])
+    first, second = _population(tmp_path / "run")[:2]
+    assert (first["seeded"], first["protocol"], second["protocol"]) == ("Neg(y)", protocol, "passed")
+    assert first["eval"] == 0 and first["status"] in ("ok", "invalid")
+    assert bool(second["fingerprint"][0]) == ("search.equivalence=false" not in overrides)
+
+
 @pytest.mark.parametrize("task, entry, message", [
     ("cls", "cee", "search.seed_losses[0]: 'cee': in loss 'cee' at column 1: unknown name 'cee'"),
     ("cls", "cee", "or a baseline of task 'cls': ce, mse (did you mean 'ce'?)"),
