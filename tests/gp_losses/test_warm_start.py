@@ -83,7 +83,6 @@ def test_a_resume_between_the_seed_batches_ends_as_an_uninterrupted_run(tmp_path
 @pytest.mark.parametrize("overrides, protocol", [
     ([], "cls: no_prediction"),                            # the static checks, as for a candidate
     (["search.rejection=false"], "passed"),                # the fingerprint only, as for a candidate
-    (["search.rejection=false", "search.equivalence=false"], "passed"),  # no protocol at all
 ])
 def test_a_seed_is_judged_as_the_run_judges_a_candidate_and_trained_all_the_same(tmp_path, overrides, protocol):
     run_search("cls", out=str(tmp_path / "run"), seed=0, overrides=OVERRIDES + overrides + [
