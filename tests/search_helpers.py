@@ -34,6 +34,21 @@ the project's packages: what an export needs is torch alone (tests/gp_losses/tes
 test_api.py run it with `python -c`)."""
 
 
+def stop_after_batch(monkeypatch, batch):
+    """Make an in-process search raise KeyboardInterrupt (a Ctrl-C) right after it recorded
+    and checkpointed batch `batch`: a stop at a known point, for resume tests."""
+    from gp_losses.evolution import Evolution
+
+    record = Evolution.record
+
+    def stopping(self, records, started):
+        record(self, records, started)
+        if self.state.batches == batch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Evolution, "record", stopping)
+
+
 def sets(overrides):
     """`--set` flags for a list of overrides."""
     return [arg for item in overrides for arg in ("--set", item)]

@@ -7,11 +7,10 @@ import json
 import math
 
 import pytest
-from search_helpers import FAST, IN_PROCESS, lines, stable
+from search_helpers import FAST, IN_PROCESS, lines, stable, stop_after_batch
 
 from gp_losses.cli import main
 from gp_losses.driver import run_search
-from gp_losses.evolution import Evolution
 from gp_losses.fidelity import Promotion, beats, choose, promotion_seed, promotions, standing
 from gp_losses.outcomes import Training, branch_counts
 from gp_losses.population import Individual
@@ -132,14 +131,7 @@ def test_a_search_with_rungs_promotes_as_asha_and_ranks_by_rung(asha_run, capsys
 
 
 def test_a_resumed_search_with_rungs_ends_as_an_uninterrupted_run(tmp_path, monkeypatch, asha_run):
-    record = Evolution.record
-
-    def stop_at_batch_7(self, records, started):
-        record(self, records, started)
-        if self.state.batches == 7:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Evolution, "record", stop_at_batch_7)
+    stop_after_batch(monkeypatch, 7)
     stopped = tmp_path / "stopped"
     with pytest.raises(KeyboardInterrupt):
         run_search("cls", out=str(stopped), seed=0, overrides=OVERRIDES)

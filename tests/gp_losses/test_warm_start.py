@@ -9,11 +9,11 @@ import logging
 import statistics
 
 import pytest
-from search_helpers import FAST, IN_PROCESS, lines, stable
+from search_helpers import FAST, IN_PROCESS, lines, stable, stop_after_batch
 
 from gp_losses.cli import main
 from gp_losses.driver import run_search, within_noise
-from gp_losses.evolution import Evolution, evaluation_seed, noise_seed
+from gp_losses.evolution import evaluation_seed, noise_seed
 
 CE = "Neg(Mul(y, Log(yhat)))"
 REJECTED = "Mul(y, yhat)"
@@ -59,14 +59,7 @@ def test_seed_losses_are_trained_first_and_marked(tmp_path, capsys):
 
 def test_a_resume_between_the_seed_batches_ends_as_an_uninterrupted_run(tmp_path, monkeypatch):
     overrides = OVERRIDES + [SEEDS, "search.batch=1", "search.evaluations=4", "search.compare_baselines=false"]
-    record = Evolution.record
-
-    def stop_after_the_first_batch(self, records, started):
-        record(self, records, started)
-        if self.state.batches == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Evolution, "record", stop_after_the_first_batch)
+    stop_after_batch(monkeypatch, 1)
     stopped = tmp_path / "stopped"
     with pytest.raises(KeyboardInterrupt):
         run_search("cls", out=str(stopped), seed=5, overrides=overrides)
