@@ -83,7 +83,7 @@ def test_a_killed_retrain_reruns_only_what_is_missing(tmp_path, finished_run):
     log = run / "retrain" / "trainings.jsonl"
     args = ["retrain", str(run), "--top", "1", "--seeds", "2", "--set", "retrain.options.iterations=500",
             "--set", IN_PROCESS]  # the journal is under test, not the sandbox: no child to start
-    for kill_after in (1, 3):  # two kill points: early, and past the middle
+    for kill_after in (1, 3):  # two kill points: early, and halfway (3 of 6)
         proc = cli(*args)
         assert wait_for(lambda: log.is_file() and len(log.read_text().splitlines()) >= kill_after, 240)
         proc.send_signal(signal.SIGKILL)
