@@ -184,3 +184,11 @@ class SetupFailed:
 
     message: str
     bad_input: bool
+
+
+# --- between a process and its sandbox starter (gp_losses/sandbox.py: Starter) ----------------
+FORK_ANSWER = "!cii"
+"""A starter's answers, packed with struct: kind (STARTED or ENDED), pid, exit code (as
+subprocess gives it: -N for signal N). A request is the working directory and environment
+(JSON), with the sandbox's four descriptors (its two pipe ends, stdout, stderr)."""
+STARTED, ENDED = b"S", b"E"

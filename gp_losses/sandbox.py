@@ -9,21 +9,32 @@ on. A child that does not answer within the job's hard limit is killed (JobTimeo
 SIGALRM limit, a little shorter, normally answers first. Whether a job finished is decided by
 whether its answer arrived, so a finished job is never reported as a timeout.
 
+On Linux, for a run on CPU, a sandbox is forked from the process's sandbox starter
+(`Starter`), a child that imported torch and the engine once: a fresh interpreter spends
+seconds on those imports, a fork a few milliseconds, so that a sandbox started again after a
+death, or the next run's in the same Python session, is ready at once. The sandbox is a
+process of its own either way, with this process's working directory and environment.
+
 No torch here: a process that only relays jobs stays small.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from gp_losses.core.errors import TaskSetupError
-from gp_losses.messages import Init, Job, RunSpec, SetupFailed
+from gp_losses.messages import FORK_ANSWER, STARTED, Init, Job, RunSpec, SetupFailed
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 GRACE_S = 10.0
@@ -49,7 +60,8 @@ class Sandbox:
         self.spec = spec
         self.index = index
         self.retries = int(spec.config["proxy"]["retries"])
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: Any = None
+        """The child: a subprocess.Popen, or a Forked with the same wait() and kill()."""
         self._send: Optional[Connection] = None
         self._recv: Optional[Connection] = None
         self.busy = False
@@ -63,11 +75,13 @@ class Sandbox:
         to_parent, from_child = os.pipe()[::-1]
         threads = str(self.spec.config["proxy"]["threads"])
         env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-        code = (f"import sys; sys.path.insert(0, {ROOT!r}); from gp_losses.sandboxed import main; "
-                f"main({from_parent}, {to_parent}, {os.getpid()})")
-        stdout = sys.__stderr__.fileno() if sys.__stderr__ else subprocess.DEVNULL  # stdout is for JSON
-        self.proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(from_parent, to_parent),
-                                     stdin=subprocess.DEVNULL, stdout=stdout, env=env)
+        self.proc = fork_sandbox(env, from_parent, to_parent) if on_cpu(self.spec) else None
+        if self.proc is None:  # no starter here: a fresh interpreter
+            code = (f"import sys; sys.path.insert(0, {ROOT!r}); from gp_losses.sandboxed import main; "
+                    f"main({from_parent}, {to_parent}, {os.getpid()})")
+            stdout = sys.__stderr__.fileno() if sys.__stderr__ else subprocess.DEVNULL  # stdout is for JSON
+            self.proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(from_parent, to_parent),
+                                         stdin=subprocess.DEVNULL, stdout=stdout, env=env)
         os.close(from_parent)
         os.close(to_parent)
         self._send, self._recv = Connection(to_child, readable=False), Connection(from_child, writable=False)
@@ -137,6 +151,205 @@ class Sandbox:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class Starter:
+    """A child process that has imported the sandbox's modules once and forks each sandbox of
+    this process from itself (gp_losses.sandboxed.serve_forks), in `env`. It ends with this
+    process, and after `close()` once its sandboxes have."""
+
+    def __init__(self, env: Dict[str, str]) -> None:
+        self.key = starter_key(env)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        code = STARTER_CODE.format(root=ROOT, sock=theirs.fileno(), relay=os.getpid())
+        self.proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(theirs.fileno(),),
+                                     stdin=subprocess.DEVNULL, stdout=_stderr_fd(), env=env)
+        theirs.close()
+        self.sock = ours
+        self.alive = True
+        """Until it has ended (the socket's end)."""
+        self.closed = False
+        """Whether close() was called: it forks no more sandboxes."""
+        self.started = False
+        """Whether it has forked a sandbox: a starter that dies before that cannot start here."""
+        self._request = threading.Lock()
+        self._pids: "queue.SimpleQueue[Optional[int]]" = queue.SimpleQueue()
+        self._ended: Dict[int, int] = {}
+        self._changed = threading.Condition()
+        threading.Thread(target=self._listen, daemon=True, name="gp_losses-starter").start()
+
+    def _listen(self) -> None:
+        size = struct.calcsize(FORK_ANSWER)
+        while True:
+            try:
+                data = self.sock.recv(size)
+            except OSError:
+                data = b""
+            if len(data) != size:
+                break
+            kind, pid, code = struct.unpack(FORK_ANSWER, data)
+            if kind == STARTED:
+                self._pids.put(pid)
+            else:
+                with self._changed:
+                    self._ended[pid] = code
+                    self._changed.notify_all()
+        with self._changed:
+            self.alive = False
+            self._changed.notify_all()
+        self._pids.put(None)
+        self.proc.wait()
+        with self._request:  # never while fork() sends on it
+            self.sock.close()
+
+    def fork(self, read_fd: int, write_fd: int, env: Dict[str, str]) -> Optional["Forked"]:
+        """A sandbox on these pipe ends, in this directory and `env`, or None if the starter
+        has ended."""
+        with self._request:
+            if not self.alive or self.closed:
+                return None
+            opened = []
+            fds = [read_fd, write_fd]
+            for fd in (_stderr_fd(), _stderr_fd(2)):  # its stdout, its stderr
+                if fd == subprocess.DEVNULL:
+                    fd = os.open(os.devnull, os.O_WRONLY)
+                    opened.append(fd)
+                fds.append(fd)
+            try:
+                request = json.dumps({"cwd": os.getcwd(), "env": env}).encode()
+                socket.send_fds(self.sock, [request], fds)
+            except OSError:
+                return None
+            finally:
+                for fd in opened:
+                    os.close(fd)
+            pid = self._pids.get()
+        if pid is None:
+            return None
+        self.started = True
+        return Forked(self, pid)
+
+    def ended(self, pid: int, timeout: Optional[float]) -> Optional[int]:
+        """Sandbox `pid`'s exit code once it has ended (SIGKILL's if the starter died first: its
+        sandboxes die with it), or None after `timeout` seconds."""
+        with self._changed:
+            self._changed.wait_for(lambda: pid in self._ended or not self.alive, timeout)
+            if pid in self._ended:
+                return self._ended.pop(pid)
+            return None if self.alive else -signal.SIGKILL
+
+    def close(self) -> None:
+        """No more sandboxes: the starter ends once those it started have."""
+        with self._request:
+            if self.closed or not self.alive:
+                return
+            self.closed = True
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+
+class Forked:
+    """A sandbox forked by a Starter, as a subprocess.Popen would show it."""
+
+    def __init__(self, starter: Starter, pid: int) -> None:
+        self.starter, self.pid = starter, pid
+        self.returncode: Optional[int] = None
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        if self.returncode is None:
+            code = self.starter.ended(self.pid, timeout)
+            if code is None:
+                raise subprocess.TimeoutExpired(f"sandbox {self.pid}", timeout or 0.0)
+            self.returncode = code
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+STARTER_CODE = ("import sys; sys.path.insert(0, {root!r}); from gp_losses.sandboxed import serve_forks; "
+                "serve_forks({sock}, {relay})")
+_STARTER: Optional[Starter] = None
+_STARTER_LOCK = threading.Lock()
+_NO_STARTER = not sys.platform.startswith("linux")
+"""Forking a sandbox from a starter is for Linux, and off once a starter died unused."""
+
+
+def _forget_starter() -> None:
+    """In a child forked from this process (a DataLoader worker, say): the parent's starter is
+    not this process's, and a lock another thread held at the fork stays held here."""
+    global _STARTER, _STARTER_LOCK
+    if _STARTER is not None:
+        try:
+            _STARTER.sock.close()
+        except OSError:
+            pass
+    _STARTER, _STARTER_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_starter)
+
+
+def fork_sandbox(env: Dict[str, str], read_fd: int, write_fd: int) -> Optional[Forked]:
+    """A sandbox in `env`, forked from this process's starter (a new starter if the
+    environment changed: the old one ends once its sandboxes have), or None where there is none."""
+    global _STARTER, _NO_STARTER
+    with _STARTER_LOCK:
+        if _NO_STARTER:
+            return None
+        if _STARTER is not None and (_STARTER.key != starter_key(env) or not _STARTER.alive or _STARTER.closed):
+            _STARTER.close()
+            _STARTER = None
+        if _STARTER is None:
+            _STARTER = Starter(env)
+        child = _STARTER.fork(read_fd, write_fd, env)
+        if child is None:
+            if not _STARTER.started:  # it cannot start here (a broken import?): fresh interpreters say why
+                _NO_STARTER = True
+            _STARTER.close()
+            _STARTER = None
+        return child
+
+
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd")
+"""Present where NVIDIA's or AMD's GPU driver is loaded."""
+
+
+def on_cpu(spec: RunSpec) -> bool:
+    """Whether the run's sandboxes run on CPU (`proxy.device` cpu, or auto with no GPU driver
+    loaded): only those fork from a starter, since CUDA does not work in a process forked
+    after its parent used the driver, and a starter's imports may query it."""
+    device = spec.config["proxy"]["device"]
+    return device == "cpu" or device == "auto" and not any(os.path.exists(f) for f in GPU_DEVICE_FILES)
+
+
+VOLATILE_ENV = ("PYTEST_CURRENT_TEST",)
+"""Variables that change during a process's life and bear on no import: a change in one of
+them starts no new starter (the sandbox has the value of its own start all the same)."""
+
+
+def starter_key(env: Dict[str, str]) -> Dict[str, str]:
+    """What a starter must have been started with to fork a sandbox for `env`: the same
+    environment (imports may read it), but for VOLATILE_ENV."""
+    return {k: v for k, v in env.items() if k not in VOLATILE_ENV}
+
+
+def _stderr_fd(fd: Optional[int] = None) -> int:
+    """Where a sandbox's stdout goes (this process's stderr: stdout is for JSON), or with
+    `fd`, that descriptor if it is open; subprocess.DEVNULL where there is none."""
+    if fd is None:
+        return sys.__stderr__.fileno() if sys.__stderr__ else subprocess.DEVNULL
+    try:
+        os.fstat(fd)
+        return fd
+    except OSError:
+        return subprocess.DEVNULL
 
 
 def open_sandbox(spec: RunSpec, index: int = 0) -> Any:

@@ -5,7 +5,8 @@ plain data: first `Init` (the run's spec), then one job at a time (gp_losses/mes
 The task is built and set up here, once, before any job and outside every job's time limit;
 if that fails, the child says why (`SetupFailed`) and exits, and the run stops. A job that
 crashes the process (a segfault, os._exit, an out-of-memory kill) costs only that job: the
-sandbox notices the closed pipe and starts a fresh child.
+sandbox notices the closed pipe and starts a fresh child. `serve_forks` is the other process
+that runs this module: the starter that forks sandboxes with these imports done.
 
     worker -> sandbox   Init, then CheckJob | DescribeJob | ProtocolJob | TrainJob
     sandbox -> worker   Ready | SetupFailed, then each job's answer
@@ -14,12 +15,18 @@ sandbox notices the closed pipe and starts a fresh child.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import json
 import os
+import select
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
+import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -29,8 +36,8 @@ from gp_losses import config as cfg
 from gp_losses.context import build_context
 from gp_losses.core.errors import InputError, TaskSetupError, describe
 from gp_losses.evaluate import CandidateTimeout, call_with_time_limit, proxy_evaluate
-from gp_losses.messages import (Checked, CheckJob, DescribeJob, Fact, Init, Made, ProtocolJob, Range,
-                                RangeDone, Ready, RunSpec, SetupFailed, TrainJob)
+from gp_losses.messages import (ENDED, FORK_ANSWER, STARTED, Checked, CheckJob, DescribeJob, Fact, Init, Made,
+                                ProtocolJob, Range, RangeDone, Ready, RunSpec, SetupFailed, TrainJob)
 from gp_losses.outcomes import ProtocolResult, Training, training_failure
 from gp_losses.rejection import Protocol, static_reason
 from gp_losses.trees import LossTree, parse_tree
@@ -259,6 +266,112 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def serve_forks(sock_fd: int, relay: int) -> None:
+    """The sandbox starter of process `relay` (gp_losses.sandbox.Starter): with this module
+    imported — torch and the engine, and torch._dynamo, which an optimizer's first step imports
+    — fork one sandbox per request on the socket `sock_fd`, and report each one's end.
+
+    A request is the working directory and environment (JSON), with four descriptors: the
+    sandbox's two pipe ends, its stdout and its stderr. The answers are `STARTED` (pid) for
+    each request, in order, and `ENDED` (pid, exit code as subprocess gives it) for each
+    sandbox that ended. This process forks from its one Python thread and does no torch work
+    before forking. It ends with `relay`: at once, killing its sandboxes, when `relay` is
+    gone; once its sandboxes have ended, when `relay` closed the socket."""
+    import torch._dynamo  # noqa: F401  (what warm_up would import in every sandbox)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the relay's to handle
+    sock = socket.socket(fileno=sock_fd)
+    wake_r, wake_w = os.pipe()
+    for fd in (wake_r, wake_w):
+        os.set_blocking(fd, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select() through wake_w
+    children: set = set()
+    closing = False
+
+    def tell(kind: bytes, pid: int, code: int = 0) -> None:
+        try:
+            sock.send(struct.pack(FORK_ANSWER, kind, pid, code))
+        except OSError:  # the relay has gone: nothing to tell
+            pass
+
+    while True:
+        if os.getppid() != relay:  # the relay died: its sandboxes go with it
+            for pid in children:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            os._exit(0)
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            children.discard(pid)
+            tell(ENDED, pid, os.waitstatus_to_exitcode(status))
+        if closing and not children:
+            os._exit(0)
+        ready = select.select([wake_r] if closing else [sock, wake_r], [], [], 0.5)[0]
+        if wake_r in ready:
+            with contextlib.suppress(OSError):
+                while os.read(wake_r, 64):
+                    pass
+        if sock not in ready:
+            continue
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, REQUEST_BYTES, 4)
+        except OSError:
+            data, fds = b"", []
+        if not data:  # the relay closed the socket: end once the sandboxes have
+            closing = True
+            continue
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _forked(sock, (wake_r, wake_w), fds, json.loads(data))
+        for fd in fds:
+            os.close(fd)
+        children.add(pid)
+        tell(STARTED, pid)
+
+
+REQUEST_BYTES = 1 << 20
+"""The largest request a starter reads (the environment is most of it)."""
+
+
+def _forked(sock: socket.socket, wake: Tuple[int, int], fds: List[int], request: Dict[str, Any]) -> None:
+    """A sandbox, just forked from its starter: as if started afresh, then main(); never returns."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        sock.close()
+        for fd in wake:
+            os.close(fd)
+        read_fd, write_fd, out_fd, err_fd = fds
+        null = os.open(os.devnull, os.O_RDONLY)
+        for source, target in ((null, 0), (out_fd, 1), (err_fd, 2)):
+            os.dup2(source, target)
+        for fd in {null, out_fd, err_fd} - {0, 1, 2}:
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        main(read_fd, write_fd, os.getppid())
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 def main(read_fd: int, write_fd: int, parent: int) -> None:

@@ -51,3 +51,21 @@ def test_a_split_the_task_does_not_have_is_refused():
         DigitsTask(split="train")
     with pytest.raises(ValueError, match="cannot score split 'holdout'"):
         DigitsTask(split="holdout")
+
+
+def test_the_digits_read_from_their_file_are_scikit_learns(monkeypatch):
+    """The task reads the digits without importing scikit-learn; they are its loader's, and
+    where the file is not found the loader itself gives them."""
+    import importlib.util
+
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    import tasks.cls as cls_task
+
+    reference = sklearn_digits()
+    data, target = cls_task.load_digits()
+    assert (data == reference.data).all() and (target == reference.target).all()
+    assert data.shape == (cls_task.NUM_IMAGES, 64) and target.dtype == reference.target.dtype
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    data, target = cls_task.load_digits()
+    assert (data == reference.data).all() and (target == reference.target).all()
