@@ -20,6 +20,7 @@ No torch here: a process that only relays jobs stays small.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -76,7 +77,11 @@ class Sandbox:
         threads = str(self.spec.config["proxy"]["threads"])
         env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         self.proc = fork_sandbox(env, from_parent, to_parent) if on_cpu(self.spec) else None
-        if self.proc is None:  # no starter here: a fresh interpreter
+        if self.proc is None:  # no starter here: a fresh interpreter, on pipes no other child holds
+            for fd in (to_child, from_parent, to_parent, from_child):
+                os.close(fd)
+            to_child, from_parent = os.pipe()[::-1]
+            to_parent, from_child = os.pipe()[::-1]
             code = (f"import sys; sys.path.insert(0, {ROOT!r}); from gp_losses.sandboxed import main; "
                     f"main({from_parent}, {to_parent}, {os.getpid()})")
             stdout = sys.__stderr__.fileno() if sys.__stderr__ else subprocess.DEVNULL  # stdout is for JSON
@@ -223,8 +228,14 @@ class Starter:
             finally:
                 for fd in opened:
                     os.close(fd)
-            pid = self._pids.get()
-        if pid is None:
+            try:
+                pid = self._pids.get()
+            except BaseException:  # interrupted (Ctrl-C, SIGTERM): its answer would answer the next request
+                self.closed = True
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_WR)
+                raise
+        if not pid:  # None: the starter ended; 0: it could not fork
             return None
         self.started = True
         return Forked(self, pid)
@@ -266,6 +277,9 @@ class Forked:
         return self.returncode
 
     def kill(self) -> None:
+        with self.starter._changed:  # ended and reaped: its pid may be another process's now
+            if self.pid in self.starter._ended:
+                return
         if self.returncode is None:
             try:
                 os.kill(self.pid, signal.SIGKILL)

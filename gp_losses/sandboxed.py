@@ -274,11 +274,11 @@ def serve_forks(sock_fd: int, relay: int) -> None:
     — fork one sandbox per request on the socket `sock_fd`, and report each one's end.
 
     A request is the working directory and environment (JSON), with four descriptors: the
-    sandbox's two pipe ends, its stdout and its stderr. The answers are `STARTED` (pid) for
-    each request, in order, and `ENDED` (pid, exit code as subprocess gives it) for each
-    sandbox that ended. This process forks from its one Python thread and does no torch work
-    before forking. It ends with `relay`: at once, killing its sandboxes, when `relay` is
-    gone; once its sandboxes have ended, when `relay` closed the socket."""
+    sandbox's two pipe ends, its stdout and its stderr. The answers are `STARTED` (pid; 0 if
+    the fork failed) for each request, in order, and `ENDED` (pid, exit code as subprocess
+    gives it) for each sandbox that ended. This process forks from its one Python thread and
+    does no torch work before forking. It ends with `relay`: at once, killing its sandboxes,
+    when `relay` is gone; once its sandboxes have ended, when `relay` closed the socket."""
     import torch._dynamo  # noqa: F401  (what warm_up would import in every sandbox)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the relay's to handle
@@ -330,20 +330,26 @@ def serve_forks(sock_fd: int, relay: int) -> None:
             continue
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        starter = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError:  # no memory or process left: say so, and serve on
+            pid = -1
         if pid == 0:
-            _forked(sock, (wake_r, wake_w), fds, json.loads(data))
+            _forked(sock, (wake_r, wake_w), fds, json.loads(data), starter)
         for fd in fds:
             os.close(fd)
-        children.add(pid)
-        tell(STARTED, pid)
+        if pid > 0:
+            children.add(pid)
+        tell(STARTED, max(pid, 0))
 
 
 REQUEST_BYTES = 1 << 20
 """The largest request a starter reads (the environment is most of it)."""
 
 
-def _forked(sock: socket.socket, wake: Tuple[int, int], fds: List[int], request: Dict[str, Any]) -> None:
+def _forked(sock: socket.socket, wake: Tuple[int, int], fds: List[int], request: Dict[str, Any],
+            starter: int) -> None:
     """A sandbox, just forked from its starter: as if started afresh, then main(); never returns."""
     code = 1
     try:
@@ -361,7 +367,7 @@ def _forked(sock: socket.socket, wake: Tuple[int, int], fds: List[int], request:
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
-        main(read_fd, write_fd, os.getppid())
+        main(read_fd, write_fd, starter)  # dies with the starter, even one that died already
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
