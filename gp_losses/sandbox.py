@@ -84,9 +84,8 @@ class Sandbox:
             to_parent, from_child = os.pipe()[::-1]
             code = (f"import sys; sys.path.insert(0, {ROOT!r}); from gp_losses.sandboxed import main; "
                     f"main({from_parent}, {to_parent}, {os.getpid()})")
-            stdout = sys.__stderr__.fileno() if sys.__stderr__ else subprocess.DEVNULL  # stdout is for JSON
             self.proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(from_parent, to_parent),
-                                         stdin=subprocess.DEVNULL, stdout=stdout, env=env)
+                                         stdin=subprocess.DEVNULL, stdout=_sandbox_stdout(), env=env)
         os.close(from_parent)
         os.close(to_parent)
         self._send, self._recv = Connection(to_child, readable=False), Connection(from_child, writable=False)
@@ -168,7 +167,7 @@ class Starter:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         code = STARTER_CODE.format(root=ROOT, sock=theirs.fileno(), relay=os.getpid())
         self.proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(theirs.fileno(),),
-                                     stdin=subprocess.DEVNULL, stdout=_stderr_fd(), env=env)
+                                     stdin=subprocess.DEVNULL, stdout=_sandbox_stdout(), env=env)
         theirs.close()
         self.sock = ours
         self.alive = True
@@ -215,7 +214,7 @@ class Starter:
                 return None
             opened = []
             fds = [read_fd, write_fd]
-            for fd in (_stderr_fd(), _stderr_fd(2)):  # its stdout, its stderr
+            for fd in (_sandbox_stdout(), _open_or_devnull(2)):  # its stdout, its stderr
                 if fd == subprocess.DEVNULL:
                     fd = os.open(os.devnull, os.O_WRONLY)
                     opened.append(fd)
@@ -249,6 +248,14 @@ class Starter:
                 return self._ended.pop(pid)
             return None if self.alive else -signal.SIGKILL
 
+    def kill(self, pid: int) -> None:
+        """SIGKILL to sandbox `pid`, unless it has ended (reaped, its pid may be another's now)."""
+        with self._changed:
+            if pid in self._ended:
+                return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
     def close(self) -> None:
         """No more sandboxes: the starter ends once those it started have."""
         with self._request:
@@ -277,14 +284,8 @@ class Forked:
         return self.returncode
 
     def kill(self) -> None:
-        with self.starter._changed:  # ended and reaped: its pid may be another process's now
-            if self.pid in self.starter._ended:
-                return
         if self.returncode is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            self.starter.kill(self.pid)
 
 
 STARTER_CODE = ("import sys; sys.path.insert(0, {root!r}); from gp_losses.sandboxed import serve_forks; "
@@ -354,11 +355,13 @@ def starter_key(env: Dict[str, str]) -> Dict[str, str]:
     return {k: v for k, v in env.items() if k not in VOLATILE_ENV}
 
 
-def _stderr_fd(fd: Optional[int] = None) -> int:
-    """Where a sandbox's stdout goes (this process's stderr: stdout is for JSON), or with
-    `fd`, that descriptor if it is open; subprocess.DEVNULL where there is none."""
-    if fd is None:
-        return sys.__stderr__.fileno() if sys.__stderr__ else subprocess.DEVNULL
+def _sandbox_stdout() -> int:
+    """Where a sandbox's stdout goes: this process's stderr (stdout is for JSON)."""
+    return sys.__stderr__.fileno() if sys.__stderr__ else subprocess.DEVNULL
+
+
+def _open_or_devnull(fd: int) -> int:
+    """`fd` if it is open, else subprocess.DEVNULL."""
     try:
         os.fstat(fd)
         return fd
