@@ -248,5 +248,13 @@ def search_main(argv: Optional[List[str]] = None) -> int:
     return run(cmd_search, parser.parse_args(argv))
 
 
-if __name__ == "__main__":
+def program() -> None:
+    """The `gp-losses` program: its console script and `python -m gp_losses`."""
+    from gp_losses.sandbox import fork_starter_from_here
+
+    fork_starter_from_here()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    program()

@@ -16,7 +16,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(_here))
 
 from gp_losses.cli import main, search_main  # noqa: E402
+from gp_losses.sandbox import fork_starter_from_here  # noqa: E402
 
+fork_starter_from_here()  # in every SCOOP process: each imports this script first
 if __name__ == "__main__":
     command = sys.argv[1:2] and not sys.argv[1].startswith("-")
     code = main(sys.argv[1:]) if command else search_main()

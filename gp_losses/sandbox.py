@@ -13,7 +13,9 @@ On Linux, for a run on CPU, a sandbox is forked from the process's sandbox start
 (`Starter`), a child that imported torch and the engine once: a fresh interpreter spends
 seconds on those imports, a fork a few milliseconds, so that a sandbox started again after a
 death, or the next run's in the same Python session, is ready at once. The sandbox is a
-process of its own either way, with this process's working directory and environment.
+process of its own either way, with this process's working directory and environment. In
+gp-losses' own programs (`fork_starter_from_here`) the first starter is itself a fork of the
+process, which has imported torch already, instead of a fresh interpreter importing it again.
 
 No torch here: a process that only relays jobs stays small.
 """
@@ -30,6 +32,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -162,12 +165,16 @@ class Starter:
     this process from itself (gp_losses.sandboxed.serve_forks), in `env`. It ends with this
     process, and after `close()` once its sandboxes have."""
 
-    def __init__(self, env: Dict[str, str]) -> None:
+    def __init__(self, env: Dict[str, str], here: bool = False) -> None:
+        """A fresh interpreter, or with `here` a fork of this process (fork_starter_from_here)."""
         self.key = starter_key(env)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        code = STARTER_CODE.format(root=ROOT, sock=theirs.fileno(), relay=os.getpid())
-        self.proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(theirs.fileno(),),
-                                     stdin=subprocess.DEVNULL, stdout=_sandbox_stdout(), env=env)
+        if here:
+            self.proc: Any = _fork_starter(theirs)
+        else:
+            code = STARTER_CODE.format(root=ROOT, sock=theirs.fileno(), relay=os.getpid())
+            self.proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(theirs.fileno(),),
+                                         stdin=subprocess.DEVNULL, stdout=_sandbox_stdout(), env=env)
         theirs.close()
         self.sock = ours
         self.alive = True
@@ -288,18 +295,111 @@ class Forked:
             self.starter.kill(self.pid)
 
 
+class ChildProcess:
+    """A child forked by this process, as a subprocess.Popen would show it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else: how it ended is lost
+                pid, status = self.pid, 0
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"process {self.pid}", timeout or 0.0)
+            time.sleep(0.01)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+STARTER_SOCKET_FD = 3
+"""The descriptor of a forked starter's socket: every other one but 0-2 is closed there."""
+
+
+def _fork_starter(sock: socket.socket) -> ChildProcess:
+    """A starter forked from this process: it keeps this process's imports (torch among them)
+    and, like a fresh interpreter, nothing else of it: stdin from /dev/null, stdout to this
+    process's stderr, no other descriptor (a run directory's lock, a SCOOP socket) but its
+    end of `sock`, default signal handlers, logging not set up."""
+    for stream in (sys.stdout, sys.stderr):  # what is buffered would be written twice
+        with contextlib.suppress(Exception):
+            stream.flush()
+    relay, out = os.getpid(), _sandbox_stdout()
+    pid = os.fork()
+    if pid:
+        return ChildProcess(pid)
+    try:
+        os.dup2(sock.fileno(), STARTER_SOCKET_FD)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null if out == subprocess.DEVNULL else out, 1)
+        os.closerange(STARTER_SOCKET_FD + 1, _max_fd())
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(signum, signal.SIG_DFL)
+        import logging
+
+        logging.root.handlers.clear()
+        logging.root.setLevel(logging.WARNING)
+        from gp_losses.sandboxed import serve_forks
+
+        serve_forks(STARTER_SOCKET_FD, relay)  # ends the process itself
+    except BaseException:
+        with contextlib.suppress(Exception):
+            import traceback
+
+            traceback.print_exc()
+    finally:
+        os._exit(1)
+
+
+def _max_fd() -> int:
+    try:
+        return max(os.sysconf("SC_OPEN_MAX"), 256)
+    except (ValueError, OSError):
+        return 1 << 16
+
+
 STARTER_CODE = ("import sys; sys.path.insert(0, {root!r}); from gp_losses.sandboxed import serve_forks; "
                 "serve_forks({sock}, {relay})")
 _STARTER: Optional[Starter] = None
 _STARTER_LOCK = threading.Lock()
 _NO_STARTER = not sys.platform.startswith("linux")
 """Forking a sandbox from a starter is for Linux, and off once a starter died unused."""
+_FORK_HERE = False
+"""Whether this process's next starter is forked from it (fork_starter_from_here)."""
+
+
+def fork_starter_from_here() -> None:
+    """Say that this process is a gp-losses program — the `gp-losses` command, gp_losses/main.py
+    in each SCOOP process — that does no torch work of its own before its first sandbox: its
+    first starter is then a fork of it, with torch imported already, instead of a fresh
+    interpreter that imports it again (2-3 s of CPU). Not for a Python session (the API, a
+    test suite), which may have run torch work: with GNU OpenMP, a child forked after a
+    parallel region can hang in its next one. Later starters (after a change of environment)
+    are fresh interpreters in every process."""
+    global _FORK_HERE
+    _FORK_HERE = sys.platform.startswith("linux")
 
 
 def _forget_starter() -> None:
     """In a child forked from this process (a DataLoader worker, say): the parent's starter is
     not this process's, and a lock another thread held at the fork stays held here."""
-    global _STARTER, _STARTER_LOCK
+    global _STARTER, _STARTER_LOCK, _FORK_HERE
+    _FORK_HERE = False
     if _STARTER is not None:
         try:
             _STARTER.sock.close()
@@ -314,7 +414,7 @@ os.register_at_fork(after_in_child=_forget_starter)
 def fork_sandbox(env: Dict[str, str], read_fd: int, write_fd: int) -> Optional[Forked]:
     """A sandbox in `env`, forked from this process's starter (a new starter if the
     environment changed: the old one ends once its sandboxes have), or None where there is none."""
-    global _STARTER, _NO_STARTER
+    global _STARTER, _NO_STARTER, _FORK_HERE
     with _STARTER_LOCK:
         if _NO_STARTER:
             return None
@@ -322,7 +422,7 @@ def fork_sandbox(env: Dict[str, str], read_fd: int, write_fd: int) -> Optional[F
             _STARTER.close()
             _STARTER = None
         if _STARTER is None:
-            _STARTER = Starter(env)
+            _STARTER, _FORK_HERE = Starter(env, here=_FORK_HERE), False
         child = _STARTER.fork(read_fd, write_fd, env)
         if child is None:
             if not _STARTER.started:  # it cannot start here (a broken import?): fresh interpreters say why

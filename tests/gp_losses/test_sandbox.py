@@ -1,6 +1,7 @@
 """Sandboxes forked from the process's starter (gp_losses/sandbox.py): the same results as a
 fresh interpreter's, gone with their process, and a fresh interpreter where no starter runs."""
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -72,27 +73,47 @@ def test_a_sandbox_that_dies_reports_its_signal(spec):
 
 
 KILLED_RELAY = r"""
-import sys
+import fcntl, os, sys
 from gp_losses import sandbox
 from gp_losses.config import to_dict
 from gp_losses.context import load_run_config
-from gp_losses.messages import RunSpec
-box = sandbox.Sandbox(RunSpec(to_dict(load_run_config("cls", None, []))))
+from gp_losses.messages import RunSpec, TrainJob
+if sys.argv[1] == "here":
+    sandbox.fork_starter_from_here()
+spare = open(os.devnull)  # a descriptor or two before it, as in a run
+lock = open(sys.argv[2], "w")  # as a run directory's lock is held
+fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+spec = RunSpec(to_dict(load_run_config("cls", None, ["task.options.iterations=30"])))
+box = sandbox.Sandbox(spec)
 box.start()
-print(box.proc.starter.proc.pid, box.proc.pid, flush=True)
+result = box.call(TrainJob(spec.key, {"cls": "Neg(Mul(y, Log(yhat)))"}, 3), 120)
+print(box.proc.starter.proc.pid, box.proc.pid, result.status, result.score, flush=True)
 sys.stdin.read()
 """
 
 
-def test_a_killed_process_takes_its_starter_and_its_sandbox_with_it():
-    relay = subprocess.Popen([sys.executable, "-c", KILLED_RELAY], cwd=ROOT, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("where", ["fresh", "here"])
+def test_a_killed_process_takes_its_starter_and_its_sandbox_with_it(tmp_path, where):
+    """A fresh starter, or one forked from a gp-losses program (fork_starter_from_here): the
+    same training, nothing of the process's held by the starter (a run directory's lock would
+    outlive a killed run), and both gone with the process."""
+    lock = tmp_path / ".lock"
+    relay = subprocess.Popen([sys.executable, "-c", KILLED_RELAY, where, str(lock)], cwd=ROOT,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        starter, child = map(int, relay.stdout.readline().split())
-        assert _alive(starter) and _alive(child) and _parent(child) == starter
+        starter, child, status, score = relay.stdout.readline().split()
+        starter, child = int(starter), int(child)
+        assert status == "ok" and float(score) == _train(RunSpec(to_dict(load_run_config(
+            "cls", None, ["task.options.iterations=30"]))))[0].score
+        assert _alive(starter) and _alive(child) and _parent(child) == starter and _parent(starter) == relay.pid
+        for pid in (starter, child):
+            held = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            assert str(lock) not in held and held.count(os.readlink(f"/proc/{relay.pid}/fd/0")) == 0
         relay.kill()  # SIGKILL: no clean-up of its own
         relay.wait(10)
         assert wait_for(lambda: not _alive(starter) and not _alive(child), 10)
+        with open(lock, "w") as fh:  # nothing holds the lock now
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         relay.kill()
 
