@@ -386,8 +386,8 @@ _FORK_HERE = False
 def fork_starter_from_here() -> None:
     """Say that this process is a gp-losses program — the `gp-losses` command, gp_losses/main.py
     in each SCOOP process — that does no torch work of its own before its first sandbox: its
-    first starter is then a fork of it, with torch imported already, instead of a fresh
-    interpreter that imports it again (2-3 s of CPU). Not for a Python session (the API, a
+    first starter is then a fork of it, with its imports done (torch, where it imported torch),
+    instead of a fresh interpreter that imports them again (2-3 s of CPU). Not for a Python session (the API, a
     test suite), which may have run torch work: with GNU OpenMP, a child forked after a
     parallel region can hang in its next one. Later starters (after a change of environment)
     are fresh interpreters in every process."""
