@@ -148,6 +148,10 @@ class RetrainConfig:
     baselines: Tuple[str, ...] = ()
     """The task's baselines retrained beside the found losses, by name; empty: all of them;
     `[none]`: none (the found losses alone, compared with baselines retrained elsewhere)."""
+    losses: Mapping[str, str] = field(default_factory=dict)
+    """Given losses retrained beside them with the same seeds and schedule, a published one for
+    example: name -> expression (`BRANCH=EXPR; ...` on a multi-branch task, the branches not
+    given taking the task's first baseline), e.g. `--set retrain.losses.paper='Add(...)'`."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from gp_losses.outcomes import Training
 
 @dataclass
 class Entry:
-    """One loss of the comparison: a found one (rank >= 1) or a baseline (rank 0)."""
+    """One loss of the comparison: a found one (rank >= 1), a baseline or a given loss
+    (`retrain.losses`; rank 0 both)."""
 
     name: str
     expr: Dict[str, str]
@@ -30,6 +31,8 @@ class Entry:
     equivalent: List[str] = field(default_factory=list)
     results: List[Training] = field(default_factory=list)
     """One training per seed (gp_losses/journal.py), failed ones included."""
+    given: bool = False
+    """A loss of `retrain.losses`, not one of the task's baselines."""
 
     @classmethod
     def found(cls, hall_entry: Dict[str, Any]) -> "Entry":
@@ -82,7 +85,7 @@ def summarize(context, entries: List[Entry], seeds: int, schedule: str, split: s
         ok = e.ok()
         mean_std = {m: _mean_std([r.metrics[m] for r in ok]) for m in metrics}
         failed = [f"{r.status}: {r.error}" for r in e.results if r.status != "ok"]
-        rows.append({"name": e.name, "rank": e.rank, "expr": e.expr, "formula": e.formula,
+        rows.append({"name": e.name, "rank": e.rank, "given": e.given, "expr": e.expr, "formula": e.formula,
                      "proxy": e.proxy, "equivalent": e.equivalent, "seeds": len(e.results),
                      "ok": len(ok), "failed": failed,
                      "mean": {m: v[0] for m, v in mean_std.items()},
@@ -128,7 +131,8 @@ def markdown(s: Dict[str, Any]) -> str:
              "|---|" + "---|" * (len(metrics) + 3)]
     for row in s["rows"]:
         bold = row["name"] in s["bold"]
-        name = f"{row['name']} {_describe(row)}" if row["rank"] else f"{row['name']} (baseline)"
+        name = (f"{row['name']} {_describe(row)}" if row["rank"] else
+                f"{row['name']} {_describe(row)} (given)" if row.get("given") else f"{row['name']} (baseline)")
         cells = [_cell(row, m) for m in metrics]
         if bold:
             name, cells = f"**{name}**", [f"**{c}**" if m == metric else c for c, m in zip(cells, metrics)]

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from gp_losses import cluster
 from gp_losses import config as cfg
-from gp_losses.context import build_context
+from gp_losses.context import build_context, loss_exprs
 from gp_losses.core.errors import InputError, Stopped
 from gp_losses.core.stopping import is_no_space, no_space, stop_on_signals
 from gp_losses.jobs import close_sandbox, protocol_job, share
@@ -43,7 +43,8 @@ SCHEDULES = ("long", "proxy")
 
 def load_entries(run: Path, context, top: int, ranks: Sequence[int] = ()) -> List[Entry]:
     """The top `top` hall-of-fame losses of the run and the search's pick (or those of
-    `ranks`), then the task's baselines (those of `retrain.baselines`, or all)."""
+    `ranks`), then the task's baselines (those of `retrain.baselines`, or all), then the losses
+    of `retrain.losses`."""
     hall = RunDir(run).hall_of_fame()
     if not hall:
         raise InputError(f"{str(run)!r} has no hall of fame yet: nothing to retrain (a search "
@@ -64,7 +65,27 @@ def load_entries(run: Path, context, top: int, ranks: Sequence[int] = ()) -> Lis
             continue
         known = proxies.get(name, {})
         entries.append(Entry(name, dict(expr), 0, known.get("score") if known.get("status") == "ok" else None))
-    return entries
+    return entries + given_losses(context, [e.name for e in entries])
+
+
+def given_losses(context, taken: Sequence[str]) -> List[Entry]:
+    """`retrain.losses` (a published loss, say) as entries of the comparison, each checked
+    against the task's space before anything trains."""
+    out = []
+    for name, text in context.config.retrain.losses.items():
+        where = f"retrain.losses.{name}"
+        if str(name).startswith("#") or name in taken:
+            raise InputError(f"{where}: the name {name!r} is taken by a loss of the comparison "
+                             f"({', '.join(taken)}); give it another name")
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"{where}: expected a loss expression, got {text!r}")
+        exprs = loss_exprs(context.task_cls, [part for part in text.split(";") if part.strip()], where)
+        try:
+            context.space.parse(exprs)
+        except InputError as exc:
+            raise InputError(f"{where}: {text!r}: {exc}") from None
+        out.append(Entry(str(name), exprs, 0, given=True))
+    return out
 
 
 def fingerprints(context, spec: RunSpec, entries: List[Entry]) -> None:

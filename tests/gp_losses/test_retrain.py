@@ -164,6 +164,28 @@ def test_retrain_takes_only_the_baselines_named(tmp_path, finished_run):
     assert proc.returncode == 2 and "no baseline 'hinge'" in err
 
 
+def test_a_given_loss_is_retrained_beside_with_the_same_seeds_and_checked_first(tmp_path, finished_run, capsys):
+    run = _copy_run(finished_run, tmp_path / "run")
+    (branch, ce), = DigitsTask.baselines["ce"].items()
+    given = "Neg(Mul(y, Log(Add(yhat, Mul(yhat, yhat)))))"  # not a baseline: trained on its own
+    summary = retrain(str(run), top=1, seeds=2, overrides=LONG + [IN_PROCESS, "retrain.baselines=[none]",
+                                                                    f"retrain.losses.paper={given}"])
+    assert [r["loss"] for r in _report_rows(run)] == ["#1", "paper"]
+    row = summary["rows"][1]
+    assert row["given"] and row["expr"] == {branch: given} and row["ok"] == 2
+    assert f"paper `{given}` (given)" in (run / "retrain" / "report.md").read_text()
+    task = DigitsTask(DigitsTask.Options(hidden=32, iterations=60, batch_size=64, lr=0.1), split="test")
+    space = SearchSpace(task.branches)
+    loss = space.compile(space.parse({branch: given}))
+    scores = [proxy_evaluate(task, loss, retrain_seed(k), 60).score for k in range(2)]
+    assert row["mean"]["accuracy"] == pytest.approx(sum(scores) / 2, abs=1e-12)
+    for bad, message in [("retrain.losses.paper=Log(Foo(yhat))", "retrain.losses.paper: 'Log(Foo(yhat))'"),
+                         (f"retrain.losses.ce={ce}", "retrain.losses.ce: the name 'ce' is taken"),
+                         ("retrain.losses.paper=", "retrain.losses.paper: expected a loss expression")]:
+        assert main(["retrain", str(run), "--set", bad]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_retrain_refuses_bad_input(tmp_path, finished_run, capsys):
     def refused(*argv):
         assert main(["retrain", *argv]) == 2
