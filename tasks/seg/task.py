@@ -4,8 +4,10 @@ One loss branch, `seg`, with inputs `yhat` (softmax probabilities) and `y` (one-
 (N, C, H, W), both multiplied by the mask of labelled pixels, so that a pixel labelled 255
 gives no gradient (as the pose task masks unlabelled joints; an aggregation in a tree — a
 mean, a pooling — sees zeros there). Metrics (tasks/seg/metric.py): `miou fwiou gacc macc biou
-bf1`, all reported by every evaluation; `task.metric` picks the search target. The rejection
-protocol scores each probe image by the target metric of that image alone.
+bf1`, the boundary two in the form `options.boundary` names, and both forms of those two under
+their own keys (`biou_csurka bf1_csurka biou_asl bf1_asl`), all reported by every evaluation;
+`task.metric` picks the search target. The rejection protocol scores each probe image by the
+target metric of that image alone.
 
 Data: built-in synthetic scenes (tasks/scenes.py, tasks/seg/synthetic.py, written once into a cache directory
 in the Pascal VOC layout), or `data_root` naming a VOC-layout directory, read by the same
@@ -71,6 +73,10 @@ class SegTask(DatasetTask):
         size: int = option(96, 16, help="side of the network input (images are resized to it)")
         band: float = option(5.0, 0, lo_open=True, help="BIoU band, pixels at 512 px (scaled to size)")
         tolerance: float = option(0.0075, 0, lo_open=True, help="BF1 tolerance, share of the image diagonal")
+        boundary: str = option("csurka", choices=seg_metric.FORMS,
+                               help="the form biou and bf1 take (both are reported): csurka, Euclidean "
+                                    "band and tolerance, BF1 per image; asl, Auto Seg-Loss's evaluation, "
+                                    "square windows of band's width, BF1 counts pooled over the split")
         targets: str = option("region", choices=("region", "boundary"),
                               help="what y holds: the label maps, or (the paper's for BIoU and BF1) "
                                    "only their pixels within target_band of a class boundary")
@@ -126,6 +132,7 @@ class SegTask(DatasetTask):
         self.eval_data = seg_data.VocSegmentation(root, self.scored_split, opt.size, eval_limit)
         self.band = opt.band * opt.size / FULL_RESOLUTION
         self.tolerance = opt.tolerance * opt.size * math.sqrt(2)
+        self.width = max(1, round(self.band))  # asl: whole pixels, at least the 3x3 window
         self.target_band = opt.target_band * opt.size / FULL_RESOLUTION
         self.x_train = self.y_train = self.t_train = self.x_eval = self.y_eval = None
         if opt.loader == "memory":
@@ -203,7 +210,8 @@ class SegTask(DatasetTask):
     def probe_metric(self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, Any]) -> torch.Tensor:
         pred = outputs["seg"].argmax(dim=1).cpu().numpy()
         labels = targets["labels"].cpu().numpy()
-        return torch.tensor([seg_metric.per_image(p, t, self.metric, self.classes, self.band, self.tolerance)
+        return torch.tensor([seg_metric.per_image(p, t, self.metric, self.classes, self.band, self.tolerance,
+                                                  self.width, self.options.boundary)
                              for p, t in zip(pred, labels)], dtype=torch.float32)
 
     # --- the proxy -----------------------------------------------------------------------
@@ -228,7 +236,7 @@ class SegTask(DatasetTask):
             if opt.schedule == "poly":
                 sched.step()
         net.eval()
-        scores = seg_metric.SegScores(self.classes, self.band, self.tolerance)
+        scores = seg_metric.SegScores(self.classes, self.band, self.tolerance, self.width, opt.boundary)
         with torch.no_grad():
             for images, labels in self._eval_batches():
                 logits = net(images.to(self.device))

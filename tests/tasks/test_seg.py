@@ -8,7 +8,7 @@ import torch
 
 from gp_losses.testing import TaskContract
 from search_helpers import paper_task, trains_two_iterations
-from tasks.seg.metric import IGNORE
+from tasks.seg.metric import IGNORE, METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,15 +31,18 @@ def test_ignored_pixels_give_no_gradient(tiny_seg):
     assert logits.grad[0, :, 0:2].abs().sum() > 0
 
 
-def test_every_evaluation_reports_the_six_metrics(tiny_seg):
+def test_every_evaluation_reports_the_six_metrics_and_both_boundary_forms(tiny_seg):
     from gp_losses.evaluate import proxy_evaluate
     from gp_losses.space import SearchSpace
 
     space = SearchSpace(tiny_seg.branches)
     result = proxy_evaluate(tiny_seg, space.compile(space.parse("Neg(Mul(y, Log(yhat)))")), 0, 300)
     assert result.status == "ok"
-    assert set(result.metrics) == {"miou", "fwiou", "gacc", "macc", "biou", "bf1"}
+    assert set(result.metrics) == {"miou", "fwiou", "gacc", "macc", "biou", "bf1",
+                                   "biou_csurka", "bf1_csurka", "biou_asl", "bf1_asl"}
     assert all(0 <= v <= 1 for v in result.metrics.values())
+    assert (result.metrics["biou"], result.metrics["bf1"]) == (result.metrics["biou_csurka"],
+                                                               result.metrics["bf1_csurka"])  # the default
     assert result.score == result.metrics["miou"]
 
 
@@ -157,7 +160,8 @@ def test_paper_config_runs_two_iterations_on_a_voc_fixture(tmp_path):
     assert config.task.options["model"] == "deeplabv3_resnet50" and config.search.evaluations == 500
     opt = task.options
     assert (opt.size, opt.optimizer, opt.lr, opt.head_lr, opt.schedule, opt.classes) == (128, "sgd", 0.02, 10, "poly", 21)
-    trains_two_iterations(task, "ce", {"miou", "fwiou", "gacc", "macc", "biou", "bf1"})
+    assert opt.boundary == "asl"  # as the paper's Table 2 was scored
+    trains_two_iterations(task, "ce", set(METRICS))
     assert task.x_train is None and len(task.train_data) == 4  # streamed
     image, label = task.train_data[0]
     assert image.shape == (3, 128, 128) and int(label.max()) == IGNORE

@@ -3,6 +3,7 @@ scikit-learn's formulas."""
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, jaccard_score
 
 from tasks.seg.metric import IGNORE, METRICS, SegScores, boundary, boundary_targets, per_image, scores, trimap
@@ -130,3 +131,99 @@ def test_the_per_image_metric_is_the_dataset_metric_of_that_image_alone(metric):
     alone = scores([pred], [label], 4, band=2, tolerance=1.5)[metric]
     assert per_image(pred, label, metric, 4, band=2, tolerance=1.5) == pytest.approx(alone)
     assert per_image(pred, np.full_like(label, X), metric, 4, band=2, tolerance=1.5) == 0.0
+
+
+# --- the asl form against a restatement of Auto Seg-Loss's evaluation ---------------------------
+# Line by line, in torch as the reference is (fundamentalvision/Auto-Seg-Loss, commit e2349db:
+# mmseg/core/evaluation/utils.py and metrics_fast.py, VOC's drop_bg=True, tol = radius), on CPU.
+def _one_hot(x, num_class):
+    x = x.where((x >= 0) & (x < num_class), torch.tensor([num_class], dtype=x.dtype))
+    b, h, w = x.shape
+    return torch.zeros((b, num_class + 1, h, w)).scatter_(1, x.long().view(b, 1, h, w), 1)[:, :-1]
+
+
+def _edge(seg):
+    avg = torch.nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)(seg)
+    return (seg != avg).float() * seg
+
+
+def _dilate(seg, tol):
+    return torch.nn.MaxPool2d(2 * int(tol) + 1, stride=1, padding=int(tol))(seg) if tol > 0 else seg
+
+
+def _reference(preds, labels, num_class, tol):
+    """(BIoU, BF1) of the split as metrics_fast reports them: nanmean over classes."""
+    matrix = torch.zeros((num_class, num_class), dtype=torch.long)
+    sums = None
+    for pred, label in zip(preds, labels):
+        output, target = torch.from_numpy(pred)[None], torch.from_numpy(label)[None]
+        target_edge = _edge(_one_hot(target, num_class))
+        trimap = _dilate(target_edge, tol)[:, 1:].max(dim=1).values.bool()
+        mask = (target >= 0) & (target < num_class) & trimap
+        matrix += torch.bincount(num_class * target[mask].long() + output[mask],
+                                 minlength=num_class ** 2).view(num_class, num_class)
+        output_edge = _edge(_one_hot(output, num_class))
+        n = [output_edge.sum(dim=(0, 2, 3)), target_edge.sum(dim=(0, 2, 3)),
+             (output_edge * _dilate(target_edge, tol)).sum(dim=(0, 2, 3)),
+             (_dilate(output_edge, tol) * target_edge).sum(dim=(0, 2, 3))]
+        sums = n if sums is None else [a + b for a, b in zip(sums, n)]
+    n_fg, n_gt, match_fg, match_gt = sums
+    p, r = match_fg / (n_fg + 1e-8), match_gt / n_gt
+    bf1 = (2 * p * r / (p + r + 1e-8))[1:]
+    diag = torch.diag(matrix).float()
+    biou = diag / (matrix.sum(dim=1) + matrix.sum(dim=0) - torch.diag(matrix)).float()
+    return np.nanmean(biou.numpy()), np.nanmean(bf1.numpy())
+
+
+def _scene(rng, size=40, classes=5):
+    """Blobs of random classes on background, some ignored pixels and a void outline or two;
+    the prediction shifted, eroded or noisy."""
+    label = np.zeros((size, size), dtype=np.int64)
+    yy, xx = np.mgrid[:size, :size]
+    for _ in range(rng.integers(1, 5)):
+        cy, cx, r = rng.integers(0, size, 2).tolist() + [int(rng.integers(3, 10))]
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        if rng.random() < 0.3:
+            label[disc & ~((yy - cy) ** 2 + (xx - cx) ** 2 <= (r - 1) ** 2)] = X
+        label[(yy - cy) ** 2 + (xx - cx) ** 2 <= (r - 1) ** 2] = rng.integers(1, classes)
+    label[rng.random(label.shape) < 0.02] = X
+    pred = np.where(label == X, rng.integers(0, classes, label.shape), label)
+    kind = rng.integers(3)
+    if kind == 0:
+        pred = np.roll(pred, tuple(rng.integers(-3, 4, 2)), axis=(0, 1))
+    elif kind == 1:
+        pred = np.where(boundary(pred) & (rng.random(pred.shape) < 0.8), 0, pred)
+    flips = rng.random(pred.shape) < 0.03
+    return np.where(flips, rng.integers(0, classes, pred.shape), pred), label
+
+
+@pytest.mark.parametrize("width", [1, 2, 5])
+def test_the_asl_form_equals_auto_seg_loss_evaluation_per_image_and_over_a_split(width):
+    rng = np.random.default_rng(width)
+    pairs = [_scene(rng) for _ in range(30)]
+    for pred, label in pairs:
+        biou, bf1 = _reference([pred], [label], 5, width)
+        for metric, expected in (("biou_asl", biou), ("bf1_asl", bf1)):
+            assert per_image(pred, label, metric, 5, 2, 1, width) == pytest.approx(
+                0.0 if np.isnan(expected) else expected, abs=1e-6)
+    preds, labels = zip(*pairs)
+    biou, bf1 = _reference(preds, labels, 5, width)
+    out = scores(preds, labels, 5, band=2, tolerance=1, width=width, boundary="asl")
+    assert out["biou_asl"] == out["biou"] == pytest.approx(biou, abs=1e-6)
+    assert out["bf1_asl"] == out["bf1"] == pytest.approx(bf1, abs=1e-6)
+    assert out["bf1_csurka"] != pytest.approx(out["bf1_asl"], abs=1e-3)  # the two forms differ here
+
+
+def test_a_spurious_blob_of_a_class_absent_from_the_ground_truth_costs_csurka_not_asl():
+    """A 6x6 square of class 1, predicted exactly, and a 3x3 blob of class 2 predicted where
+    the ground truth is background. asl leaves class 2 out (no ground-truth edge) and the
+    background out: 1. csurka averages class 2's 0 (predicted, not in the ground truth),
+    class 1's 1 and the background's F1, whose predicted boundary has the blob's ring besides
+    the square's: 0.629."""
+    label = np.zeros((16, 16), dtype=np.int64)
+    label[4:10, 4:10] = 1
+    pred = label.copy()
+    pred[12:15, 12:15] = 2
+    assert per_image(pred, label, "bf1_asl", 3, 5, 5.0, 5) == pytest.approx(1.0, abs=1e-6)
+    assert per_image(pred, label, "bf1_csurka", 3, 5, 5.0, 5) == pytest.approx(0.629, abs=5e-4)
+    assert scores([pred], [label], 3, 5, 5.0, 5, boundary="asl")["bf1"] == pytest.approx(1.0, abs=1e-6)
