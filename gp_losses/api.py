@@ -10,7 +10,7 @@
 `search` runs serially in this process (`workers=1`) or starts SCOOP with `workers` processes
 for the user. Keyword arguments override config keys: `evaluations=30` and `seed=1` are
 `search.evaluations` and `seed`, `metric="miou"` is `task.metric`, `seed_losses=["ce"]` is
-`search.seed_losses`; any other key is a config
+`search.seed_losses`, `objectives=["miou", "bf1"]` is `search.objectives`; any other key is a config
 path with `__` for its dots (`proxy__timeout_s=60`) or a section with a dict
 (`search={"evaluations": 30}`).
 
@@ -34,7 +34,7 @@ from gp_losses.core.errors import GpLossesError, InputError, RunFailed
 log = logging.getLogger("gp_losses")
 
 SHORT = {"evaluations": "search.evaluations", "seed": "seed", "metric": "task.metric", "name": "name",
-         "seed_losses": "search.seed_losses"}
+         "seed_losses": "search.seed_losses", "objectives": "search.objectives"}
 """Keyword arguments of `search` that name a config key by a short name."""
 _LOCAL: Dict[str, type] = {}
 """Task classes of this process that no fresh interpreter can import, by their names."""

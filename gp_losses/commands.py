@@ -152,7 +152,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
                              "rejection protocol checks trees only (train it with `gp-losses train`)")
     device = device_for(context.config.proxy.device, 0, torch.cuda.device_count())
     protocol = Protocol(context.make_task(device), context.space.branches, context.space.operators,
-                        context.config.protocol)
+                        context.config.protocol, context.pareto)
     branches = {}
     for k, branch in enumerate(context.space.branches):
         branches[branch.name] = {"expr": exprs[branch.name], **protocol.check(k, loss[k]).to_dict()}

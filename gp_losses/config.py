@@ -62,6 +62,11 @@ class SearchConfig:
     marked `seeded` in evaluations.jsonl and the hall of fame. Each is a baseline name of the
     task (`ce`) or an expression; for a multi-branch task, `BRANCH=EXPR|BASELINE` parts joined
     by `;` (branches not named take the task's first baseline), as `--loss` takes them."""
+    objectives: Tuple[str, ...] = ()
+    """Several metrics in one search (not in the paper): metrics of the task, each `name` or
+    `name:max` (higher is better) or `name:min`; selection by Pareto front and crowding
+    distance, the hall of fame the Pareto front (gp_losses/pareto.py). The first is the task's
+    metric (task.metric, if given, must be it). () or one metric: the one-metric search."""
     compare_baselines: bool = True
     """After the search, train the task's baselines with the best loss's seed, for comparison."""
     noise_seeds: int = option(0, 0, help="further seeds of the best loss, at its rung; 0: off")

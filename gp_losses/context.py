@@ -13,6 +13,7 @@ from gp_losses import config as cfg
 from gp_losses.config import ConfigError, RunConfig
 from gp_losses.contract import Task
 from gp_losses.core.errors import InputError, did_you_mean
+from gp_losses.pareto import Objective, parse_objectives
 from gp_losses.space import SearchSpace
 from gp_losses.torch_loss import PythonLoss
 from primitives import operator_set
@@ -191,9 +192,18 @@ class Context:
     space: SearchSpace
     seeds: Tuple[Seed, ...] = ()
     """The warm start's losses (`search.seed_losses`), checked."""
+    objectives: Tuple[Objective, ...] = ()
+    """`search.objectives`, checked; two or more: a Pareto search (gp_losses/pareto.py)."""
+
+    @property
+    def pareto(self) -> Tuple[Objective, ...]:
+        """The objectives of a Pareto search (two or more), else ()."""
+        return self.objectives if len(self.objectives) > 1 else ()
 
     @property
     def metric(self) -> str:
+        if self.objectives:
+            return self.objectives[0].metric
         return self.config.task.metric or self.task_cls.metrics[0]
 
     def make_task(self, device: str = "cpu", split: str = "val", options: Any = None) -> Any:
@@ -244,4 +254,29 @@ def build_context(config: RunConfig) -> Context:
         raise ConfigError(f"search.operators: {exc}") from None
     space = SearchSpace(task_cls.branches, operators, search.depth, search.height_limit,
                         task_cls.python_losses)
-    return Context(config, task_cls, options, space, seed_losses(task_cls, space, search.seed_losses))
+    return Context(config, task_cls, options, space, seed_losses(task_cls, space, search.seed_losses),
+                   objectives(config, task_cls, metric))
+
+
+def objectives(config: RunConfig, task_cls: Type[Any], metric: str) -> Tuple[Objective, ...]:
+    """`search.objectives`, checked (one alone: the one-metric search of that metric)."""
+    try:
+        chosen = parse_objectives(config.search.objectives, task_cls.metrics)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not chosen:
+        return chosen
+    first = chosen[0]
+    if config.task.metric and config.task.metric != first.metric:
+        raise ConfigError(f"search.objectives: the first objective is the task's metric, but task.metric "
+                          f"is {config.task.metric!r} and the first objective {first.metric!r}: put "
+                          f"{config.task.metric!r} first, or leave task.metric out")
+    if len(chosen) == 1:
+        if first.weight < 0:
+            raise ConfigError(f"search.objectives: {config.search.objectives[0]!r}: a one-metric "
+                              "search maximizes its metric; name a second objective, or leave out ':min'")
+        return chosen
+    if config.fidelity.rungs:
+        raise ConfigError("search.objectives: several objectives with fidelity.rungs are not supported "
+                          "(promotion ranks losses by one score); leave out one of the two")
+    return chosen

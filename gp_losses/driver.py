@@ -222,16 +222,20 @@ def within_noise(hall: List[Dict[str, Any]], noise: Dict[str, Any]) -> List[bool
 def report(summary: Dict[str, Any]) -> None:
     """The end of a search, for a person: hall of fame and baselines on stderr."""
     metric = summary["metric"]
+    hall = summary["hall_of_fame"]
+    others = [m for m in (hall[0].get("objectives", {}) if hall else {}) if m != metric]  # a Pareto front
     lines = [f"search finished: {summary['evaluations']} evaluations, {summary['explored']} losses "
-             f"explored, {summary['reused']} reused; results in {summary['run_dir']}",
-             f"{'rank':>4}  {metric:>8}  formula"]
+             f"explored, {summary['reused']} reused; results in {summary['run_dir']}"
+             + ("; the hall of fame is the Pareto front" if others else ""),
+             f"{'rank':>4}  {metric:>8}  " + "".join(f"{m:>8}  " for m in others) + "formula"]
     noise = summary.get("noise") or {}
-    for entry, tied in zip(summary["hall_of_fame"], within_noise(summary["hall_of_fame"], noise)):
+    for entry, tied in zip(hall, within_noise(hall, noise)):
         formula = "; ".join(f"{b}: {f}" for b, f in entry["formula"].items())
         notes = f"  (seeded: {entry['seeded']})" if "seeded" in entry else ""
         notes += f"  (rung {entry['rung']})" if "rung" in entry else ""
         mark = "~" if tied and entry["rank"] > 1 else " "
-        lines.append(f"{entry['rank']:>4} {mark}{entry['score']:8.4f}  {formula}{notes}")
+        values = "".join(f"{entry['objectives'][m]:8.4f}  " for m in others)
+        lines.append(f"{entry['rank']:>4} {mark}{entry['score']:8.4f}  {values}{formula}{notes}")
     if noise:
         spread = f"std {noise['std']:.4f}" if noise["std"] is not None else "no spread (fewer than 2 ok)"
         where = f" at rung {noise['rung']}" if noise.get("rung") else ""

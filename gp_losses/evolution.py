@@ -13,7 +13,9 @@
 Not in the paper, and off by default: a warm start (`search.seed_losses`: given losses take
 the first initial slots), and multi-fidelity rungs (`fidelity.rungs`: before each batch the
 best share of each rung's losses is promoted to a longer training, whose jobs take the batch's
-first places; gp_losses/fidelity.py).
+first places; gp_losses/fidelity.py), and several objectives (`search.objectives`: NSGA-II's
+front and crowding distance decide each tournament, the hall of fame is the Pareto front;
+gp_losses/pareto.py).
 
 `run()` is that loop, a batch of `search.batch` offspring at a time (default: one per worker).
 The boxes that decide what is searched are the methods below. Within a batch the scheduler
@@ -40,14 +42,16 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from deap import tools
 
+from gp_losses import pareto
 from gp_losses.config import to_dict
 from gp_losses.context import Context
 from gp_losses.fidelity import Promotion, RungFitness, beats, choose, promotion_seed, promotions, standing
 from gp_losses.jobs import protocol_job
 from gp_losses.messages import Made, ProtocolJob, RunSpec, TrainJob
 from gp_losses.outcomes import FailureWatch, ProtocolResult, Training
-from gp_losses.population import FAILED, Individual, Known, SearchState, Slot
+from gp_losses.population import FAILED, Individual, Known, SearchState, Slot, same_loss
 from gp_losses.recorder import Recorder, Rejected
 from gp_losses.rejection import static_reason
 from gp_losses.rundir import RunDir
@@ -100,6 +104,10 @@ class Evolution:
         """Fidelity rungs above the proxy (gp_losses/fidelity.py); 0: single fidelity, as the paper."""
         if self.rungs and not self.state.ladder:
             self.state.ladder = [[] for _ in range(self.rungs + 1)]
+        self.objectives = context.pareto
+        """Two or more objectives: NSGA-II selection and a Pareto-front hall (gp_losses/pareto.py)."""
+        if self.objectives and not isinstance(self.state.hof, tools.ParetoFront):
+            self.state.hof = tools.ParetoFront(similar=same_loss)
         self._promoting: List[Tuple[Individual, Promotion]] = []
         """The promotions the batch being made trains."""
 
@@ -153,6 +161,8 @@ class Evolution:
         pop = self.state.population
         size = min(len(pop), max(2, round(self.cfg.search.tournament * len(pop))))
         sample = self.rng.sample(range(len(pop)), size)
+        if self.objectives:  # the best Pareto front of the population, then the least crowded
+            return pareto.winner(pop, sample)
         if self.rungs:  # compared at the highest rung both reached; the first of a tie wins
             winner = sample[0]
             for k in sample[1:]:
@@ -288,6 +298,8 @@ class Evolution:
             if child.eval is None:
                 self._reuse(child)
             child.fitness.values = (FAILED if child.score is None else child.score,)
+            if self.objectives:
+                child.fitness = pareto.fitness(self.objectives, None if child.score is None else child.metrics)
             child.index = self.state.lines
             self.state.lines += 1
             records.append(child.record())

@@ -25,7 +25,8 @@ log = logging.getLogger("gp_losses")
 def choose_final(run: Path, context) -> Dict[str, Any]:
     """The search's pick (`final.top` > 0): the top K hall-of-fame losses trained again on the
     val split with `final.options`, `final.seeds` seeds each; the highest mean of the target
-    metric wins, the better hall rank on a tie. A finalist with a failed training (error,
+    metric wins, the better hall rank on a tie (a Pareto search's: its first objective; the
+    finalists the others dominate are marked, and `export --rank` takes any of them). A finalist with a failed training (error,
     timeout, invalid) is not eligible. Writes final.json and final.md/.csv in the run
     directory; the trainings join retrain/trainings.jsonl, so a rerun trains only what is
     missing. Without an eligible finalist the hall's first stays the pick, and final.json
@@ -47,10 +48,21 @@ def choose_final(run: Path, context) -> Dict[str, Any]:
               "seeds": summary["seeds"], "options": dict(final.options),
               "finalists": [{"rank": r["rank"], "proxy": r["proxy"], "mean": r["mean"][target],
                              "std": r["std"][target], "ok": r["ok"], "seeds": r["seeds"],
-                             "failed": r["failed"]}
+                             "failed": r["failed"], **_objectives(r, context)}
                             for r in summary["rows"]]}
+    if context.pareto:
+        result["objectives"] = summary["objectives"]
     if best is None:
         result["note"] = "no finalist trained on every seed: the hall's first is the pick"
         log.warning("final: %s (final.md lists the failures)", result["note"])
     atomic_write(run / "final.json", (json.dumps(result, indent=2) + "\n").encode())
     return result
+
+
+def _objectives(row: Dict[str, Any], context) -> Dict[str, Any]:
+    """A Pareto search's finalist: its mean per objective, and whether no other finalist's
+    means dominate it."""
+    if not context.pareto:
+        return {}
+    return {"means": {o.metric: row["mean"][o.metric] for o in context.pareto},
+            "non_dominated": row["non_dominated"]}

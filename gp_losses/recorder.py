@@ -16,12 +16,14 @@ import logging
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
+from deap import tools
 from tqdm import tqdm
 
 from gp_losses.config import RunConfig
 from gp_losses.core.errors import describe
-from gp_losses.fidelity import promotions
+from gp_losses.fidelity import RungFitness, promotions
 from gp_losses.outcomes import REASONS
+from gp_losses.pareto import front_hypervolume, is_pareto
 from gp_losses.plot import write_progress
 from gp_losses.population import SearchState, make_statistics, scored
 from gp_losses.rundir import RunDir
@@ -104,6 +106,7 @@ class Recorder:
                 **{s: counts[s] for s in ("invalid", "error", "timeout", "unscored")},
                 **({"promoted": counts["promoted"]} if getattr(state, "ladder", None) else {}),
                 "best": best(state), **make_statistics().compile(scored(state.population)),
+                **(front_row(state) if isinstance(state.hof, tools.ParetoFront) else {}),
                 **{f"seconds_{k}": round(v, 3) for k, v in sorted(seconds.items())},
                 "seconds_origin": round(origin_seconds(state), 3)}
 
@@ -146,22 +149,39 @@ class Recorder:
 
 
 def hall_of_fame(state: SearchState) -> List[Dict[str, Any]]:
-    """The hall of fame as hall_of_fame.json holds it (formulas once made, else null)."""
-    return [{"rank": rank, "score": ind.fitness.values[-1], "expr": ind.expr, "formula": ind.formula,
+    """The hall of fame as hall_of_fame.json holds it (formulas once made, else null). A
+    Pareto search's is its front, by the first objective, each entry with `objectives`."""
+    return [{"rank": rank, "score": _score(ind), "expr": ind.expr, "formula": ind.formula,
              "metrics": _metrics(ind), "index": ind.index, "eval": ind.eval,
-             **({"seeded": ind.seeded} if ind.seeded is not None else {}), **_rungs(ind)}
+             **({"seeded": ind.seeded} if ind.seeded is not None else {}), **_rungs(ind),
+             **({"objectives": ind.fitness.named()} if is_pareto(ind.fitness) else {})}
             for rank, ind in enumerate(state.hof, 1)]
+
+
+def front_row(state: SearchState) -> Dict[str, Any]:
+    """A Pareto search's logbook columns: the front's size and its hypervolume."""
+    return {"front": len(state.hof), "hypervolume": front_hypervolume(state.hof)}
+
+
+def _score(ind: Any) -> float:
+    """The entry's score: the proxy's (a Pareto search's: its first objective), or with
+    fidelity rungs the one at its highest rung."""
+    return ind.score if is_pareto(ind.fitness) else ind.fitness.values[-1]
+
+
+def _rung(ind: Any) -> int:
+    return int(ind.fitness.values[0]) if isinstance(ind.fitness, RungFitness) else 0
 
 
 def _metrics(ind: Any) -> Dict[str, float]:
     """The metrics of the entry's score: the proxy's, or with fidelity rungs those of its rung."""
-    rung = int(ind.fitness.values[0]) if len(ind.fitness.values) > 1 else 0
+    rung = _rung(ind)
     return dict(promotions(ind)[rung].metrics if rung else ind.metrics)
 
 
 def _rungs(ind: Any) -> Dict[str, Any]:
     """With fidelity rungs: the rung of the entry's score and its score at every rung."""
-    if len(ind.fitness.values) < 2:
+    if not isinstance(ind.fitness, RungFitness):
         return {}
     scores = {"0": ind.score, **{str(r): p.score for r, p in sorted(promotions(ind).items())}}
     return {"rung": int(ind.fitness.values[0]), "rung_scores": scores}
@@ -180,7 +200,7 @@ def formulas(hall: List[Dict[str, Any]], space: SearchSpace) -> List[Dict[str, A
 
 
 def best(state: SearchState) -> float:
-    return state.hof[0].fitness.values[-1] if len(state.hof) else float("nan")
+    return _score(state.hof[0]) if len(state.hof) else float("nan")
 
 
 def rejected(state: SearchState) -> int:

@@ -35,6 +35,7 @@ import torch
 
 from gp_losses.config import ProtocolConfig
 from gp_losses.outcomes import ProtocolResult
+from gp_losses.pareto import Objective
 from gp_losses.contract import Branch
 from gp_losses.torch_loss import compile_tree
 from gp_losses.trees import LossTree
@@ -121,7 +122,9 @@ class Protocol:
     branches: Tuple[Branch, ...]
     operators: OperatorSet
     config: ProtocolConfig
-    _base: Dict[int, torch.Tensor] = field(default_factory=dict, init=False)
+    objectives: Tuple[Objective, ...] = ()
+    """A Pareto search's objectives (search.objectives): the gain is the largest over them."""
+    _base: Dict[Tuple[int, str], torch.Tensor] = field(default_factory=dict, init=False)
     _fixed: Dict[int, Dict[str, torch.Tensor]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -146,18 +149,37 @@ class Protocol:
                                   if not t.prediction and t.constant is None and t.name in values}
         return self._fixed[index]
 
-    def _metric(self, index: int, z: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.task.probe_metric(self._outputs_with(index, z), self.probe.targets)
+    def _metric(self, index: int, z: torch.Tensor, objective: Optional[Objective] = None) -> torch.Tensor:
+        """The per-sample metric at z: the task's, or `objective`'s (the task scoring that
+        metric for the call), as higher-is-better (1 - m for one to minimize)."""
+        if objective is None:
+            with torch.no_grad():
+                return self.task.probe_metric(self._outputs_with(index, z), self.probe.targets)
+        own = self.task.metric
+        self.task.metric = objective.metric
+        try:
+            with torch.no_grad():
+                values = self.task.probe_metric(self._outputs_with(index, z), self.probe.targets)
+        finally:
+            self.task.metric = own
+        return values if objective.weight > 0 else 1 - values
 
     def gain(self, index: int, z: torch.Tensor) -> float:
         """Eq. 5: mean over probe samples of metric(z) - metric(initial outputs); with
         `relative_gain`, divided by the mean room left, 1 - metric(initial outputs) (0 where
-        there is none: a branch whose probe is already perfect teaches nothing)."""
-        if index not in self._base:
-            self._base[index] = self._metric(index, self.probe.outputs[self.branches[index].name])
-        base = self._base[index].double()
-        gain = float((self._metric(index, z).double() - base).mean())
+        there is none: a branch whose probe is already perfect teaches nothing). With several
+        objectives, the largest of their gains: a candidate passes when it improves one of
+        them by eta."""
+        if not self.objectives:
+            return self._gain(index, z, None)
+        return max(self._gain(index, z, objective) for objective in self.objectives)
+
+    def _gain(self, index: int, z: torch.Tensor, objective: Optional[Objective]) -> float:
+        key = (index, objective.metric if objective else "")
+        if key not in self._base:
+            self._base[key] = self._metric(index, self.probe.outputs[self.branches[index].name], objective)
+        base = self._base[key].double()
+        gain = float((self._metric(index, z, objective).double() - base).mean())
         if self.config.relative_gain:
             room = float((1 - base).mean())
             return gain / room if room > 1e-9 else 0.0

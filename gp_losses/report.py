@@ -13,8 +13,11 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+import numpy as np
+
 from gp_losses.journal import retrain_seed
 from gp_losses.outcomes import Training
+from gp_losses.pareto import non_dominated
 
 
 @dataclass
@@ -94,9 +97,26 @@ def summarize(context, entries: List[Entry], seeds: int, schedule: str, split: s
     pairs = [(r["proxy"], r["mean"][target]) for r in rows
              if r["proxy"] is not None and r["mean"][target] is not None]
     fidelity = rank_correlation([p for p, _ in pairs], [f for _, f in pairs])
-    return {"task": context.task_cls.name, "metric": target, "metrics": metrics, "split": split,
-            "schedule": schedule, "seeds": [retrain_seed(k) for k in range(seeds)], "options": options,
-            "rows": rows, "bold": best_rows(rows, target), "fidelity": fidelity}
+    out = {"task": context.task_cls.name, "metric": target, "metrics": metrics, "split": split,
+           "schedule": schedule, "seeds": [retrain_seed(k) for k in range(seeds)], "options": options,
+           "rows": rows, "bold": best_rows(rows, target), "fidelity": fidelity}
+    if context.pareto:
+        mark_front(out, context.pareto)
+    return out
+
+
+def mark_front(summary: Dict[str, Any], objectives) -> None:
+    """A Pareto search's comparison: each row's `non_dominated`, whether no other row's means
+    are at least as good on every objective and better on one (rows with a failed objective
+    are never on it)."""
+    names = [o.metric for o in objectives]
+    rows = [r for r in summary["rows"] if all(r["mean"][m] is not None for m in names)]
+    keep = non_dominated(np.array([[r["mean"][m] for m in names] for r in rows]).reshape(-1, len(names)),
+                         [o.weight for o in objectives]) if rows else []
+    front = {r["name"] for r, k in zip(rows, keep) if k}
+    for r in summary["rows"]:
+        r["non_dominated"] = r["name"] in front
+    summary["objectives"] = [f"{o.metric}:{'max' if o.weight > 0 else 'min'}" for o in objectives]
 
 
 def _cell(row: Dict[str, Any], metric: str, digits: int = 4) -> str:
@@ -115,6 +135,8 @@ def _describe(row: Dict[str, Any]) -> str:
 
 def markdown(s: Dict[str, Any]) -> str:
     metric, metrics = s["metric"], s["metrics"]
+    pareto = "objectives" in s
+    starred = {o.partition(":")[0] for o in s.get("objectives", ())}
     title = ("The search's finalists" if s["schedule"] == "final" else "Retrain of the search's best losses")
     lines = [f"# {title}: task `{s['task']}`", "",
              f"Scored on the **{s['split']}** split"
@@ -125,8 +147,10 @@ def markdown(s: Dict[str, Any]) -> str:
              f"Schedule `{s['schedule']}`, seeds {', '.join(map(str, s['seeds']))}; mean ± standard "
              f"deviation over the seeds that trained. Target metric: **{metric}** (★). The best row is "
              "bold unless another row's mean ± std overlaps it. `proxy` is the search's score (val "
-             "split, the best of its proxy runs).", "",
-             "| loss | " + " | ".join(f"{m} ★" if m == metric else m for m in metrics)
+             "split, the best of its proxy runs)."
+             + (f" Objectives {', '.join(s['objectives'])} (★ each): ◆ marks the rows no other row's "
+                "means dominate (as good on every objective, better on one)." if pareto else ""), "",
+             "| loss | " + " | ".join(f"{m} ★" if m == metric or m in starred else m for m in metrics)
              + " | proxy | ok / seeds | s / training |",
              "|---|" + "---|" * (len(metrics) + 3)]
     for row in s["rows"]:
@@ -136,6 +160,8 @@ def markdown(s: Dict[str, Any]) -> str:
         cells = [_cell(row, m) for m in metrics]
         if bold:
             name, cells = f"**{name}**", [f"**{c}**" if m == metric else c for c, m in zip(cells, metrics)]
+        if row.get("non_dominated"):
+            name = f"◆ {name}"
         proxy = "—" if row["proxy"] is None else f"{row['proxy']:.4f}"
         seconds = "—" if row["seconds"] is None else f"{row['seconds']:.1f}"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {proxy} | {row['ok']} / {row['seeds']} | {seconds} |")
@@ -163,12 +189,15 @@ def markdown(s: Dict[str, Any]) -> str:
 def to_csv(s: Dict[str, Any]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
+    pareto = "objectives" in s
     writer.writerow(["loss", "rank", "expr", "formula", "equivalent_to", "proxy", "seeds", "ok"]
                     + [f"{m}_{k}" for m in s["metrics"] for k in ("mean", "std")]
-                    + ["seconds_per_training", "target", "split", "schedule"])
+                    + ["seconds_per_training", "target", "split", "schedule"]
+                    + (["objectives", "non_dominated"] if pareto else []))
     for row in s["rows"]:
         writer.writerow([row["name"], row["rank"], json.dumps(row["expr"]), json.dumps(row["formula"]),
                          " ".join(row["equivalent"]), row["proxy"], row["seeds"], row["ok"]]
                         + [row[k][m] for m in s["metrics"] for k in ("mean", "std")]
-                        + [row["seconds"], s["metric"], s["split"], s["schedule"]])
+                        + [row["seconds"], s["metric"], s["split"], s["schedule"]]
+                        + ([" ".join(s["objectives"]), row["non_dominated"]] if pareto else []))
     return out.getvalue()

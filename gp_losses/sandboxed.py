@@ -72,7 +72,8 @@ class SandboxState:
         self.protocol: Optional[Protocol] = None
         if config.search.rejection or config.search.equivalence:
             space = self.context.space
-            self.protocol = Protocol(self.task, space.branches, space.operators, config.protocol)
+            self.protocol = Protocol(self.task, space.branches, space.operators, config.protocol,
+                                     self.context.pareto)
         self.cache: "collections.OrderedDict[Tuple[int, str], ProtocolResult]" = collections.OrderedDict()
         """(branch, expr) -> protocol result, for the deterministic outcomes met here."""
         self.split = spec.split

@@ -12,7 +12,7 @@ LAYERS = [
     {"cli", "main", "__main__", "api", "testing"}, {"commands", "export"}, {"driver"}, {"final"}, {"retrain"}, {"report"}, {"journal"},
     {"evolution"}, {"scheduler"}, {"recorder"}, {"streams"}, {"jobs"}, {"workers"}, {"cluster"},
     {"sandbox"}, {"sandboxed"}, {"context"},
-    {"space", "rejection", "evaluate", "variation", "trees", "torch_loss", "formula", "population", "fidelity",
+    {"space", "rejection", "evaluate", "variation", "trees", "torch_loss", "formula", "population", "fidelity", "pareto",
      "plot", "rundir", "tracking"},
     {"messages", "outcomes", "config"}, {"contract"}, {"core"},
 ]

@@ -96,3 +96,31 @@ class ValOnlyDigits(DigitsTask):
 
     name = "valonly"
     splits = ("train", "val")
+
+
+class TwoMetricDigits(DigitsTask):
+    """Digits scored two ways: `accuracy`, and `confidence`, the mean softmax probability of
+    the true class (per sample in the protocol too): for searches with two objectives."""
+
+    name = "two_metric"
+    metrics = ("accuracy", "confidence")
+
+    def probe_metric(self, outputs, targets):
+        if self.metric == "accuracy":
+            return super().probe_metric(outputs, targets)
+        probs = outputs["cls"].flatten(1).softmax(dim=1)
+        return probs.gather(1, targets["cls"][:, None])[:, 0]
+
+    def _network(self, seed):
+        self._net = super()._network(seed)  # trained in place by DigitsTask.train
+        return self._net
+
+    def train(self, loss, seed):
+        result = super().train(loss, seed)
+        if result.status != "ok":
+            return result
+        with torch.no_grad():
+            probs = self._net(self.x_eval).softmax(dim=1)
+        confidence = probs.gather(1, self.y_eval[:, None]).mean().item()
+        metrics = {"accuracy": result.metrics["accuracy"], "confidence": confidence}
+        return TrainResult(score=metrics[self.metric], metrics=metrics, iterations=result.iterations)

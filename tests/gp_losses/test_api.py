@@ -40,6 +40,8 @@ def test_overrides_from_keyword_arguments():
     config = load_run_config("cls", None, sets)  # read back as the config keys they name
     assert config.search.seed_losses == ("ce", "Neg(Mul(y, yhat))")
     assert config.fidelity.rungs == ({"iterations": 900},)
+    sets = to_overrides({"objectives": ["miou", "bf1:max"]})
+    assert load_run_config("seg", None, sets).search.objectives == ("miou", "bf1:max")
 
 
 def test_search_with_a_template_returns_a_result_that_exports_retrains_and_reloads(tmp_path):
