@@ -300,6 +300,8 @@ class Evolution:
             child.fitness.values = (FAILED if child.score is None else child.score,)
             if self.objectives:
                 child.fitness = pareto.fitness(self.objectives, None if child.score is None else child.metrics)
+                if child.eval is not None and child.status == "ok":
+                    self.state.scored_points.append((child.eval, tuple(child.fitness.values)))
             child.index = self.state.lines
             self.state.lines += 1
             records.append(child.record())

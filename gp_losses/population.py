@@ -145,6 +145,9 @@ class SearchState:
     ladder: List[List[Individual]] = field(default_factory=list)
     """Per fidelity rung, the losses scored `ok` there, in the order they were (with
     fidelity.rungs; gp_losses/fidelity.py)."""
+    scored_points: List[Tuple[int, Tuple[float, ...]]] = field(default_factory=list)
+    """A Pareto search's trained losses: (evaluation number, value per objective), for
+    progress.png's front panel (search.objectives; gp_losses/pareto.py)."""
     random_next: Dict[int, int] = field(default_factory=dict)
     """Per branch, the first index of the run's random stream not yet used by a slot."""
     rng_state: Any = None

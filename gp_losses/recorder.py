@@ -24,7 +24,7 @@ from gp_losses.core.errors import describe
 from gp_losses.fidelity import RungFitness, promotions
 from gp_losses.outcomes import REASONS
 from gp_losses.pareto import front_hypervolume, is_pareto
-from gp_losses.plot import write_progress
+from gp_losses.plot import Front, write_progress
 from gp_losses.population import SearchState, make_statistics, scored
 from gp_losses.rundir import RunDir
 from gp_losses.space import SearchSpace
@@ -131,6 +131,13 @@ class Recorder:
             self.board.close()
             self.board = None
 
+    def _front(self, state: SearchState) -> Optional[Front]:
+        """A Pareto search's trained losses for the front panel, else None."""
+        if not isinstance(state.hof, tools.ParetoFront) or not len(state.hof):
+            return None
+        fit = state.hof[0].fitness
+        return Front(fit.names, fit.weights, list(getattr(state, "scored_points", [])))
+
     def draw(self, state: SearchState, final: bool = False) -> None:
         """Redraw progress.png: after every batch while drawing takes under 5% of the
         search's wall time so far, otherwise less often, and always at the end (`final`)."""
@@ -140,7 +147,7 @@ class Recorder:
             return
         start = time.perf_counter()
         try:
-            write_progress(self.rundir.path, list(state.logbook), self.cfg.name)
+            write_progress(self.rundir.path, list(state.logbook), self.cfg.name, self._front(state))
         except Exception as exc:  # a picture that cannot be drawn never stops a search
             log.warning("progress.png not drawn, and no more in this run: %s", describe(exc))
             self._drawing = None

@@ -113,6 +113,15 @@ def test_a_search_with_two_objectives_keeps_the_front_of_what_it_scored(tmp_path
     both = (Objective("accuracy", 1.0), Objective("confidence", 1.0))
     assert int(last["front"]) == len(hall)
     assert float(last["hypervolume"]) == pytest.approx(hypervolume(sorted(expected), both))
+    from gp_losses.plot import figure, plot_runs, read_front, read_logbook
+    front = read_front(run)  # the picture's front panel: the trained losses, the front last
+    assert front.names == ("accuracy", "confidence") and len(front.points) == len(
+        [r for r in scored if r["status"] == "ok"])
+    fig = figure([("run", read_logbook(run))], fronts=[front])
+    panel = fig.axes[2]
+    assert panel.get_title() == "trained losses and the Pareto front"
+    drawn = {tuple(xy) for xy in panel.get_lines()[-1].get_xydata()}  # the last quarter's: the whole front
+    assert expected <= drawn and plot_runs([str(run), str(run)], str(tmp_path / "both.png")).is_file()
     again = tmp_path / "again"  # the seed fixes the run
     run_search(None, out=str(again), seed=0, overrides=sets)
     repeat = [json.loads(line) for line in (again / "evaluations.jsonl").read_text().splitlines()]

@@ -232,3 +232,14 @@ def test_each_metric_has_a_run_config_over_the_task_defaults(metric):
     longer = metric == "bf1"  # seg_bf1.yaml: a 4x longer proxy, fewer evaluations (docs/tasks.md)
     assert (config.search.evaluations, config.task.options["iterations"]) == ((30, 1600) if longer else (100, 400))
     assert config.retrain.options["iterations"] == 4000  # from runs/seg.yaml
+
+
+def test_the_pareto_config_searches_miou_and_bf1_at_the_bf1_configs_cost():
+    from gp_losses.context import build_context, load_run_config
+
+    config = load_run_config(None, str(ROOT / "runs/seg_pareto.yaml"), [])
+    bf1 = load_run_config(None, str(ROOT / "runs/seg_bf1.yaml"), [])
+    context = build_context(config)
+    assert [o.metric for o in context.pareto] == ["miou", "bf1"] and context.metric == "miou"
+    assert (config.search.evaluations, config.search.population_init, config.task.options["iterations"]) == (
+        bf1.search.evaluations, bf1.search.population_init, bf1.task.options["iterations"])
