@@ -65,8 +65,9 @@ class SearchConfig:
     objectives: Tuple[str, ...] = ()
     """Several metrics in one search (not in the paper): metrics of the task, each `name` or
     `name:max` (higher is better) or `name:min`; selection by Pareto front and crowding
-    distance, the hall of fame the Pareto front (gp_losses/pareto.py). The first is the task's
-    metric (task.metric, if given, must be it). () or one metric: the one-metric search."""
+    distance, the hall of fame the Pareto front (gp_losses/pareto.py). The first, a metric to
+    maximize, is the task's metric in place of task.metric. () or one metric: the one-metric
+    search."""
     compare_baselines: bool = True
     """After the search, train the task's baselines with the best loss's seed, for comparison."""
     noise_seeds: int = option(0, 0, help="further seeds of the best loss, at its rung; 0: off")

@@ -255,10 +255,10 @@ def build_context(config: RunConfig) -> Context:
     space = SearchSpace(task_cls.branches, operators, search.depth, search.height_limit,
                         task_cls.python_losses)
     return Context(config, task_cls, options, space, seed_losses(task_cls, space, search.seed_losses),
-                   objectives(config, task_cls, metric))
+                   objectives(config, task_cls))
 
 
-def objectives(config: RunConfig, task_cls: Type[Any], metric: str) -> Tuple[Objective, ...]:
+def objectives(config: RunConfig, task_cls: Type[Any]) -> Tuple[Objective, ...]:
     """`search.objectives`, checked (one alone: the one-metric search of that metric)."""
     try:
         chosen = parse_objectives(config.search.objectives, task_cls.metrics)
@@ -266,15 +266,12 @@ def objectives(config: RunConfig, task_cls: Type[Any], metric: str) -> Tuple[Obj
         raise ConfigError(str(exc)) from None
     if not chosen:
         return chosen
-    first = chosen[0]
-    if config.task.metric and config.task.metric != first.metric:
-        raise ConfigError(f"search.objectives: the first objective is the task's metric, but task.metric "
-                          f"is {config.task.metric!r} and the first objective {first.metric!r}: put "
-                          f"{config.task.metric!r} first, or leave task.metric out")
+    first = chosen[0]  # the task's metric, in place of task.metric (a base config's, often)
+    if first.weight < 0:
+        raise ConfigError(f"search.objectives: {config.search.objectives[0]!r}: the first objective is the "
+                          "task's metric, which a search maximizes (its pick, the hall's score, the "
+                          "logbook's best); put a metric to maximize first, or leave out ':min'")
     if len(chosen) == 1:
-        if first.weight < 0:
-            raise ConfigError(f"search.objectives: {config.search.objectives[0]!r}: a one-metric "
-                              "search maximizes its metric; name a second objective, or leave out ':min'")
         return chosen
     if config.fidelity.rungs:
         raise ConfigError("search.objectives: several objectives with fidelity.rungs are not supported "

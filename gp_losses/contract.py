@@ -146,7 +146,9 @@ class Task:
         raise NotImplementedError
 
     def probe_metric(self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, Any]) -> torch.Tensor:
-        """The search metric of each probe sample, shape (B,), values in [0, 1]."""
+        """The search metric (`self.metric`) of each probe sample, shape (B,), values in [0, 1].
+        A search with several objectives sets `self.metric` to each in turn; a task whose
+        per-sample score is one for every metric returns it for each (the same gain)."""
         raise NotImplementedError
 
     def train(self, loss: LossFn, seed: int) -> TrainResult:

@@ -108,6 +108,8 @@ class Evolution:
         """Two or more objectives: NSGA-II selection and a Pareto-front hall (gp_losses/pareto.py)."""
         if self.objectives and not isinstance(self.state.hof, tools.ParetoFront):
             self.state.hof = tools.ParetoFront(similar=same_loss)
+        self._places: Optional[Dict[int, Tuple[int, float]]] = None
+        """The population's Pareto standing for this batch's tournaments (None: not yet ranked)."""
         self._promoting: List[Tuple[Individual, Promotion]] = []
         """The promotions the batch being made trains."""
 
@@ -162,7 +164,9 @@ class Evolution:
         size = min(len(pop), max(2, round(self.cfg.search.tournament * len(pop))))
         sample = self.rng.sample(range(len(pop)), size)
         if self.objectives:  # the best Pareto front of the population, then the least crowded
-            return pareto.winner(pop, sample)
+            if self._places is None:  # once per batch: the population changes only in age()
+                self._places = pareto.standing(pop)
+            return pareto.winner(pop, sample, self._places)
         if self.rungs:  # compared at the highest rung both reached; the first of a tie wins
             winner = sample[0]
             for k in sample[1:]:
@@ -297,8 +301,9 @@ class Evolution:
         for child in batch.children:
             if child.eval is None:
                 self._reuse(child)
-            child.fitness.values = (FAILED if child.score is None else child.score,)
-            if self.objectives:
+            if not self.objectives:
+                child.fitness.values = (FAILED if child.score is None else child.score,)
+            else:
                 child.fitness = pareto.fitness(self.objectives, None if child.score is None else child.metrics)
                 if child.eval is not None and child.status == "ok":
                     self.state.scored_points.append((child.eval, tuple(child.fitness.values)))
@@ -337,6 +342,7 @@ class Evolution:
         pop = self.state.population
         pop.extend(c for c in children if c.status != "unscored")
         del pop[:max(0, len(pop) - self.cfg.search.population_max)]
+        self._places = None
         if not self.rungs:
             self.state.hof.update([c for c in children if c.status == "ok"])
             return

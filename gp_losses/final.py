@@ -26,11 +26,11 @@ def choose_final(run: Path, context) -> Dict[str, Any]:
     """The search's pick (`final.top` > 0): the top K hall-of-fame losses trained again on the
     val split with `final.options`, `final.seeds` seeds each; the highest mean of the target
     metric wins, the better hall rank on a tie (a Pareto search's: its first objective; the
-    finalists the others dominate are marked, and `export --rank` takes any of them). A finalist with a failed training (error,
-    timeout, invalid) is not eligible. Writes final.json and final.md/.csv in the run
-    directory; the trainings join retrain/trainings.jsonl, so a rerun trains only what is
-    missing. Without an eligible finalist the hall's first stays the pick, and final.json
-    says why."""
+    finalists the others dominate are marked, and `export --rank` takes any of them). A
+    finalist with a failed training (error, timeout, invalid) is not eligible. Writes
+    final.json and final.md/.csv in the run directory; the trainings join
+    retrain/trainings.jsonl, so a rerun trains only what is missing. Without an eligible
+    finalist the hall's first stays the pick, and final.json says why."""
     final = context.config.final
     options = cfg.merge(dict(context.config.task.options), final.options)
     train_config = cfg.replace(context.config, task={"options": options},

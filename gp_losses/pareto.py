@@ -11,12 +11,15 @@ objective. The logbook gets the front's size and its hypervolume: the area (volu
 dominates above the worst point of the metrics' range (0 for a metric to maximize, 1 for one
 to minimize), computed as DEAP's hypervolume indicator computes it (moocore).
 
-A loss without a score takes the worst value below the range on every objective (FAILED), so
-it is dominated by every scored loss and never joins the front.
+Metrics are taken to lie in [0, 1], as the task contract's scores do. A loss without a score
+(or with a non-finite value) takes a value beyond the range's worse end on every objective
+(FAILED below it for a metric to maximize, 1 - FAILED above it for one to minimize), so every
+scored loss dominates it and it never joins the front.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -90,8 +93,8 @@ class ParetoFitness(base.Fitness):
 def fitness(objectives: Sequence[Objective], metrics: Optional[Mapping[str, float]]) -> ParetoFitness:
     """The fitness of a loss with these metrics (None, or an objective missing: no score)."""
     weights, names = [o.weight for o in objectives], [o.metric for o in objectives]
-    if metrics is None or any(o.metric not in metrics for o in objectives):
-        return ParetoFitness(weights, [o.worst for o in objectives], names)
+    if metrics is None or any(not math.isfinite(float(metrics.get(o.metric, math.nan))) for o in objectives):
+        return ParetoFitness(weights, [o.worst for o in objectives], names)  # NaN would dominate anything
     return ParetoFitness(weights, [float(metrics[o.metric]) for o in objectives], names)
 
 
@@ -107,10 +110,12 @@ def standing(population: Sequence[Any]) -> Dict[int, Tuple[int, float]]:
     return out
 
 
-def winner(population: Sequence[Any], sample: Sequence[int]) -> Any:
+def winner(population: Sequence[Any], sample: Sequence[int],
+           places: Optional[Dict[int, Tuple[int, float]]] = None) -> Any:
     """The tournament's winner among `population[k]` for k in `sample`: the best front, then
-    the largest crowding distance, then the first sampled."""
-    places = standing(population)
+    the largest crowding distance, then the first sampled. `places`: the population's
+    `standing`, when already known."""
+    places = standing(population) if places is None else places
 
     def key(k: int) -> Tuple[float, float, int]:
         number, crowding = places[id(population[k])]

@@ -188,5 +188,10 @@ def plot_runs(run_dirs: Sequence[str], out: str, x: str = "evaluations", title: 
     path = Path(out)
     if path.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise InputError(f"-o {out!r}: give a .png, .pdf or .svg file")
-    save(figure(runs, x, title, [read_front(Path(d)) for d in run_dirs]), path)
+    fronts = [read_front(Path(d)) for d in run_dirs]
+    kinds = {(f.names[:2], f.weights[:2]) for f in fronts if f is not None}
+    if len(kinds) > 1:
+        raise InputError("these runs search different objectives (" + "; ".join(
+            ", ".join(names) for names, _ in sorted(kinds)) + "): their fronts share no axes; plot them apart")
+    save(figure(runs, x, title, fronts), path)
     return path

@@ -172,7 +172,8 @@ class Protocol:
         them by eta."""
         if not self.objectives:
             return self._gain(index, z, None)
-        return max(self._gain(index, z, objective) for objective in self.objectives)
+        gains = [self._gain(index, z, objective) for objective in self.objectives]
+        return max(gains) if all(math.isfinite(g) for g in gains) else math.nan  # NaN: not a number, rejected
 
     def _gain(self, index: int, z: torch.Tensor, objective: Optional[Objective]) -> float:
         key = (index, objective.metric if objective else "")

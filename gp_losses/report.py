@@ -192,12 +192,12 @@ def to_csv(s: Dict[str, Any]) -> str:
     pareto = "objectives" in s
     writer.writerow(["loss", "rank", "expr", "formula", "equivalent_to", "proxy", "seeds", "ok"]
                     + [f"{m}_{k}" for m in s["metrics"] for k in ("mean", "std")]
-                    + ["seconds_per_training", "target", "split", "schedule"]
+                    + ["seconds_per_training", "target", "split", "schedule", "given"]
                     + (["objectives", "non_dominated"] if pareto else []))
     for row in s["rows"]:
         writer.writerow([row["name"], row["rank"], json.dumps(row["expr"]), json.dumps(row["formula"]),
                          " ".join(row["equivalent"]), row["proxy"], row["seeds"], row["ok"]]
                         + [row[k][m] for m in s["metrics"] for k in ("mean", "std")]
-                        + [row["seconds"], s["metric"], s["split"], s["schedule"]]
+                        + [row["seconds"], s["metric"], s["split"], s["schedule"], row.get("given", False)]
                         + ([" ".join(s["objectives"]), row["non_dominated"]] if pareto else []))
     return out.getvalue()

@@ -74,7 +74,10 @@ def given_losses(context, taken: Sequence[str]) -> List[Entry]:
     out = []
     for name, text in context.config.retrain.losses.items():
         where = f"retrain.losses.{name}"
-        if str(name).startswith("#") or name in taken:
+        if str(name).startswith("#"):
+            raise InputError(f"{where}: names starting with '#' are the hall of fame's ranks (#1, #2, ...); "
+                             "give it another name")
+        if name in taken:
             raise InputError(f"{where}: the name {name!r} is taken by a loss of the comparison "
                              f"({', '.join(taken)}); give it another name")
         if not isinstance(text, str) or not text.strip():

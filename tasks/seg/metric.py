@@ -162,17 +162,20 @@ def class_edges(labels: np.ndarray, classes: int) -> np.ndarray:
     return out
 
 
-def asl_band(label: np.ndarray, classes: int, width: int) -> np.ndarray:
+def asl_band(label: np.ndarray, classes: int, width: int, gt_edges: Optional[np.ndarray] = None) -> np.ndarray:
     """Auto Seg-Loss's BIoU band: within the square window of the edges of the ground truth's
-    classes >= 1 (the background's own edges dropped)."""
-    return within_square(class_edges(label, classes)[1:].any(axis=0), width)
+    classes >= 1 (the background's own edges dropped). `gt_edges`: class_edges(label), if made."""
+    gt_edges = class_edges(label, classes) if gt_edges is None else gt_edges
+    return within_square(gt_edges[1:].any(axis=0), width)
 
 
-def asl_edge_counts(pred: np.ndarray, label: np.ndarray, classes: int, width: int) -> np.ndarray:
+def asl_edge_counts(pred: np.ndarray, label: np.ndarray, classes: int, width: int,
+                    gt_edges: Optional[np.ndarray] = None) -> np.ndarray:
     """(4, classes): per class, the predicted edge pixels, the ground-truth edge pixels, the
     predicted ones within `width` of a ground-truth one and the reverse (Auto Seg-Loss's n_fg,
     n_gt, match_fg, match_gt); the prediction's edges everywhere, ignored pixels included."""
-    pred_edges, gt_edges = class_edges(pred, classes), class_edges(label, classes)
+    pred_edges = class_edges(pred, classes)
+    gt_edges = class_edges(label, classes) if gt_edges is None else gt_edges
     counts = np.zeros((4, classes), dtype=np.int64)
     for c in range(classes):
         p, g = pred_edges[c], gt_edges[c]
@@ -216,8 +219,10 @@ class SegScores:
             raise ValueError(f"prediction {pred.shape} and label {label.shape} differ in shape")
         self.matrix += confusion(pred, label, self.classes)
         self.band_matrix += confusion(pred, label, self.classes, trimap(label, self.band))
-        self.asl_band_matrix += confusion(pred, label, self.classes, asl_band(label, self.classes, self.width))
-        self.asl_counts += asl_edge_counts(pred, label, self.classes, self.width)
+        gt_edges = class_edges(label, self.classes)
+        self.asl_band_matrix += confusion(pred, label, self.classes,
+                                          asl_band(label, self.classes, self.width, gt_edges))
+        self.asl_counts += asl_edge_counts(pred, label, self.classes, self.width, gt_edges)
         score = image_bf1(pred, label, self.classes, self.tolerance)
         if score is not None:
             self.bf1.append(score)

@@ -60,15 +60,19 @@ def test_the_hypervolume_of_a_hand_computed_two_dimensional_front():
     assert hypervolume([(0.5, 0.2), (0.9, 0.6)], mixed) == pytest.approx(0.56)
 
 
-def test_the_tournament_prefers_the_better_front_then_the_less_crowded():
+def test_the_tournament_prefers_the_better_front_then_the_less_crowded_then_the_first():
+    """Front 0 is a, c, b, d by the first objective. Crowding by hand, DEAP's (each gap over
+    the objective's range, 0.8, times the 2 objectives): a and d are ends (infinite); c: (0.9 -
+    0.5 + 0.5 - 0.1) / 1.6 = 0.5; b: (0.52 - 0.1 + 0.9 - 0.48) / 1.6 = 0.525."""
     pop = [Loss("dominated", (0.2, 0.2)), Loss("a", (0.9, 0.1)), Loss("b", (0.5, 0.5)),
            Loss("c", (0.52, 0.48)), Loss("d", (0.1, 0.9))]
+    places = standing(pop)
+    assert [places[id(ind)][0] for ind in pop] == [1, 0, 0, 0, 0]
+    assert places[id(pop[2])][1] == pytest.approx(0.525) and places[id(pop[3])][1] == pytest.approx(0.5)
     assert winner(pop, [0, 2]).name == "b"                 # front 0 beats front 1
     assert winner(pop, [2, 1]).name == "a"                 # an end of the front: infinite crowding
-    assert winner(pop, [2, 3]).name in {"b", "c"}
-    places = standing(pop)
-    assert places[id(pop[2])][0] == places[id(pop[3])][0] == 0
-    assert winner(pop, [3, 2]).name == ("c" if places[id(pop[3])][1] >= places[id(pop[2])][1] else "b")
+    assert winner(pop, [2, 3]).name == winner(pop, [3, 2]).name == "b"  # less crowded, in either order
+    assert winner(pop, [4, 1]).name == "d" and winner(pop, [1, 4]).name == "a"  # a tie: the first sampled
 
 
 def test_a_loss_without_a_score_is_dominated_by_every_scored_one():
@@ -76,6 +80,14 @@ def test_a_loss_without_a_score_is_dominated_by_every_scored_one():
     failed, scored = fitness(objectives, None), fitness(objectives, {"miou": 0.0, "bf1": 1.0})
     assert scored.dominates(failed) and not failed.dominates(scored)
     assert fitness(objectives, {"miou": 0.5}).values == failed.values  # an objective missing
+    assert fitness(objectives, {"miou": 0.5, "bf1": float("nan")}).values == failed.values  # not a number
+
+
+def test_a_first_objective_to_minimize_is_refused(capsys):
+    from gp_losses.cli import main
+
+    assert main(["config", "--task", "seg", "--set", "search.objectives=[bf1:min, miou]"]) == 2
+    assert "the first objective is the task's metric, which a search maximizes" in capsys.readouterr().err
 
 
 def test_objectives_are_checked():
@@ -109,6 +121,7 @@ def test_a_search_with_two_objectives_keeps_the_front_of_what_it_scored_and_resu
     hall = json.loads((run / "hall_of_fame.json").read_text())
     assert {(h["objectives"]["accuracy"], h["objectives"]["confidence"]) for h in hall} == expected
     assert [h["score"] for h in hall] == [h["objectives"]["accuracy"] for h in hall]
+    assert [h["score"] for h in hall] == sorted((h["score"] for h in hall), reverse=True)  # by the first
     assert [h["rank"] for h in hall] == list(range(1, len(hall) + 1))
     with open(run / "logbook.csv") as fh:
         last = list(csv.DictReader(fh))[-1]

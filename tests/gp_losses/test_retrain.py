@@ -181,6 +181,7 @@ def test_a_given_loss_is_retrained_beside_with_the_same_seeds_and_checked_first(
     assert row["mean"]["accuracy"] == pytest.approx(sum(scores) / 2, abs=1e-12)
     for bad, message in [("retrain.losses.paper=Log(Foo(yhat))", "retrain.losses.paper: 'Log(Foo(yhat))'"),
                          (f"retrain.losses.ce={ce}", "retrain.losses.ce: the name 'ce' is taken"),
+                         (f"retrain.losses.#1={ce}", "names starting with '#' are the hall of fame's ranks"),
                          ("retrain.losses.paper=", "retrain.losses.paper: expected a loss expression")]:
         assert main(["retrain", str(run), "--set", bad]) == 2
         assert message in capsys.readouterr().err

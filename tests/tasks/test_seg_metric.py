@@ -1,5 +1,6 @@
-"""The six segmentation metrics (tasks/seg/metric.py) against hand-computed examples and
-scikit-learn's formulas."""
+"""The segmentation metrics (tasks/seg/metric.py), the boundary two in both forms, against
+hand-computed examples, scikit-learn's formulas and a restatement of Auto Seg-Loss's
+evaluation."""
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ def test_a_hand_computed_three_class_example_with_ignored_pixels():
     assert out["macc"] == pytest.approx((2 / 3 + 2 / 3 + 3 / 4) / 3)
 
 
-def test_identical_maps_score_one_on_all_six():
+def test_identical_maps_score_one_on_every_metric():
     rng = np.random.default_rng(0)
     labels = [rng.integers(0, 3, (20, 24)) for _ in range(3)]
     labels[0][5:9, 5:9] = X
