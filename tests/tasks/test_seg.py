@@ -234,7 +234,7 @@ def test_each_metric_has_a_run_config_over_the_task_defaults(metric):
     assert config.retrain.options["iterations"] == 4000  # from runs/seg.yaml
 
 
-def test_the_pareto_config_searches_miou_and_bf1_at_the_bf1_configs_cost():
+def test_the_pareto_configs_search_two_metrics_at_the_one_metric_configs_cost():
     from gp_losses.context import build_context, load_run_config
 
     config = load_run_config(None, str(ROOT / "runs/seg_pareto.yaml"), [])
@@ -243,3 +243,6 @@ def test_the_pareto_config_searches_miou_and_bf1_at_the_bf1_configs_cost():
     assert [o.metric for o in context.pareto] == ["miou", "bf1"] and context.metric == "miou"
     assert (config.search.evaluations, config.search.population_init, config.task.options["iterations"]) == (
         bf1.search.evaluations, bf1.search.population_init, bf1.task.options["iterations"])
+    det = load_run_config(None, str(ROOT / "runs/det_pareto.yaml"), [])
+    assert [o.metric for o in build_context(det).pareto] == ["ap", "ap75"]
+    assert det.search.evaluations == load_run_config("det", None, []).search.evaluations  # runs/det.yaml's cost
