@@ -3,7 +3,7 @@ internals of SCOOP 0.7 that the origin drives.
 
 Every other module asks here. The public API (futures, shared) is used as documented; what
 SCOOP does not offer — sending a future to the broker at once, keeping the origin from taking
-back the futures it sent, finding a future whose worker is gone — uses SCOOP 0.7's private
+back the futures it sent, giving up on a future whose worker is gone — uses SCOOP 0.7's private
 origin queue (`_control.execQueue`), checked when a run starts: with a SCOOP release that has
 moved those internals, `check()` says what is lost, once, and jobs run on the origin alone.
 
@@ -18,14 +18,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from importlib import metadata
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 TESTED = ("0.7.2.0",)
 """SCOOP releases the internals below were tested with (setup.cfg bounds scoop to 0.7)."""
-RESEND_SLACK_S = 30.0
-"""Added to a future's jobs' limits before its worker counts as lost (transfer, a busy origin)."""
+LOST_SLACK_S = 30.0
+"""Added to a job's hard limit before its worker counts as lost (transfer, a busy origin)."""
 log = logging.getLogger("gp_losses")
 
 
@@ -61,15 +60,16 @@ def version() -> str:
 
 
 class Origin:
-    """What the origin keeps about the futures it sent (one per process): when each counts as
-    lost, and whether SCOOP's own search for lost futures has been replaced."""
+    """What the origin keeps about SCOOP (one per process): whether SCOOP's own search for
+    lost futures has been replaced, and how many workers were lost."""
 
     def __init__(self) -> None:
-        self.deadlines: Dict[Any, Tuple[float, float]] = {}
-        """Future id -> (when it counts as lost, the span that deadline was set from)."""
         self.patched = False
         self.checked: Optional[bool] = None
         """Whether SCOOP has the internals driven here (None: not looked at yet)."""
+        self.lost = 0
+        """Workers taken as lost (a job of theirs never answered): SCOOP 0.7 cannot tell which
+        process is gone, only that one fewer answers; the next maps send that many fewer."""
 
 
 ORIGIN = Origin()
@@ -188,87 +188,81 @@ def shared_value(name: str, timeout: float) -> Any:
 
 
 # --- futures ----------------------------------------------------------------------------------
-def submit(fn: Callable[[Any], Any], arg: Any, limit_s: Optional[float] = None) -> Any:
-    """A future of fn(arg); `limit_s`, its jobs' hard limit: past it (and RESEND_SLACK_S) its
-    worker counts as lost and it is sent again."""
-    from scoop import futures
+def submit(fn: Callable[[Any], Any], arg: Any) -> Any:
+    """A future of fn(arg), sent to the broker at once, for another worker (left to itself
+    SCOOP 0.7 keeps a lone future in the origin's queue, to run it there)."""
+    from scoop import _control, futures
 
     future = futures.submit(fn, arg)
-    if limit_s is not None:
-        span = limit_s + RESEND_SLACK_S
-        ORIGIN.deadlines[future.id] = (time.monotonic() + span, span)
-    return future
-
-
-def send_away(future: Any) -> None:
-    """Send a future to the broker now, for another worker: left to itself SCOOP 0.7 keeps a
-    lone future in the origin's queue, to run it there."""
-    from scoop import _control
-
     queue = _control.execQueue
     with contextlib.suppress(ValueError):
         queue.movable.remove(future)
     queue.socket.sendFuture(future)
+    return future
 
 
 def keep_origin_share() -> None:
     """Keep the origin from taking back the futures it sent: left to itself, SCOOP 0.7's origin
     asks the broker for work whenever its own queue runs dry and then runs most futures itself
-    (10 of 12 jobs in six two-job maps, measured). And send again only futures past their
-    deadline (`resend_due`)."""
+    (10 of 12 jobs in six two-job maps, measured). And turn off SCOOP's own search for lost
+    futures (gp_losses/workers.py finds them: a job past its hard limit).
+
+    SCOOP's version asks the broker, every 2 s while the origin waits, about every future it
+    sent away, and sends again any the broker says nobody holds. In SCOOP 0.7 that answer is
+    "nobody" for every future a worker holds: the broker drops a worker's futures until its
+    first status report (25 s after it starts) and then compares the ids it was sent (pickled
+    bytes) with the ids the report lists (tuples), which never match. So a job that outlasts
+    the origin's own share ran twice ("Lost track of future ... Resending it": a 60-s job
+    beside a 1-s one ran on both processes and the map took 65 s). And a future sent again
+    reaches no one once its worker is gone: the broker hands a task only to a worker that asked
+    for one, knows of no dead worker, and the origin never asks (the search hung for ever after
+    a node was lost)."""
     from scoop import _control
 
     queue = _control.execQueue
     queue.lowwatermark = 0.0
     if not ORIGIN.patched:
-        queue.askForPreviousFutures = resend_due
+        queue.askForPreviousFutures = _nothing
         ORIGIN.patched = True
 
 
-def resend_due() -> None:
-    """Send again every future of ours that is past its deadline.
-
-    This replaces SCOOP 0.7's origin-side search for lost futures. SCOOP's own version asks the
-    broker, every 2 s while the origin waits, about every future it sent away, and sends again
-    any the broker says nobody holds. In SCOOP 0.7 that answer is "nobody" for every future a
-    worker holds: the broker drops a worker's futures until its first status report (25 s after
-    it starts) and then compares the ids it was sent (pickled bytes) with the ids the report
-    lists (tuples), which never match. So a job that outlasts the origin's own share ran twice
-    ("Lost track of future ... Resending it": a 60-s job beside a 1-s one ran on both
-    processes and the map took 65 s; a pose retraining with 2-min jobs resent 10 of 12). A job
-    cannot outlast its hard limit, so a future still out after its jobs' limits has lost its
-    worker: that one is sent again."""
-    from scoop import _control
-
-    now = time.monotonic()
-    for key, (deadline, span) in list(ORIGIN.deadlines.items()):
-        future = _control.futureDict.get(key)
-        if future is None or future.isDone:
-            continue
-        if now >= deadline:
-            logging.getLogger("SCOOPLogger").warning(
-                "no answer from the worker running %s within its jobs' time limits: "
-                "sending it again", key)
-            ORIGIN.deadlines[key] = (now + span, span)
-            _control.execQueue.socket.sendFuture(future)
+def _nothing() -> None:
+    """SCOOP's search for lost futures, turned off (keep_origin_share)."""
 
 
-def forget(future: Any) -> None:
-    """Stop watching `future` (answered, or no longer wanted)."""
-    ORIGIN.deadlines.pop(future.id, None)
+def abandon(future: Any) -> None:
+    """Give up on a future whose worker is gone: SCOOP forgets it, so that a late answer (a
+    worker that was only slow) is dropped, never used a second time."""
+    future._delete()
+
+
+def lost_worker() -> int:
+    """Count one more worker as lost; how many are."""
+    ORIGIN.lost += 1
+    return ORIGIN.lost
+
+
+def live_workers() -> int:
+    """SCOOP's workers (the origin included) less those taken as lost; 1 without SCOOP."""
+    return max(1, size() - ORIGIN.lost)
+
+
+def status() -> dict:
+    """status.json's `workers` under SCOOP: how many the run started with, are lost, go on."""
+    if not running():
+        return {}
+    return {"workers": {"size": size(), "lost": ORIGIN.lost, "live": live_workers()}}
 
 
 def update() -> None:
-    """Take in what the broker sent (answers), and send again what is overdue."""
+    """Take in what the broker sent (answers)."""
     from scoop import _control
 
     _control.execQueue.updateQueue()
-    resend_due()
 
 
 def outcome(future: Any) -> Tuple[Any, Optional[BaseException]]:
     """(value, exception) of a done future, which is then released."""
-    forget(future)
     value, error = future.resultValue, future.exceptionValue
     future._delete()
     return value, error

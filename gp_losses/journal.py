@@ -95,7 +95,7 @@ def train_missing(spec: RunSpec, todo: Sequence[Wanted], trainings: Trainings) -
     if not missing:
         return
     start_workers(spec)
-    width = cluster.size()
+    width = cluster.live_workers()
     limit = hard_limit(spec.config["proxy"]["timeout_s"])
     with tqdm(total=len(missing), desc="trainings", unit="run", dynamic_ncols=True) as bar:
         for at in range(0, len(missing), width):

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 from deap import tools
 from tqdm import tqdm
 
+from gp_losses import cluster
 from gp_losses.config import RunConfig
 from gp_losses.core.errors import describe
 from gp_losses.fidelity import RungFitness, promotions
@@ -89,7 +90,7 @@ class Recorder:
         self.rundir.write_json("hall_of_fame.json", hall_of_fame(state))
         self.rundir.save_checkpoint(state)
         self.rundir.write_status("running", evaluations=state.evaluations, best=best(state),
-                                 explored=state.explored)
+                                 explored=state.explored, **cluster.status())
         self.draw(state)
         if self.cfg.search.tensorboard:
             if self.board is None:  # a resume drops what a killed run wrote after its checkpoint

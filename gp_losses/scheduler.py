@@ -276,7 +276,7 @@ class Scheduler:
         sent = self._sent.get(worker, self._learned_base)
         known = tuple(fact for fact, where in self._learned[sent - self._learned_base:] if where != worker)
         self._sent[worker] = self._learned_base + len(self._learned)
-        done = min(self._sent.get(w, self._learned_base) for w in range(self.workers.width))
+        done = min(self._sent.get(w, self._learned_base) for w in self.workers.live)  # a lost one gets none
         del self._learned[:done - self._learned_base]  # every worker has had these
         self._learned_base = done
         return known
@@ -322,7 +322,7 @@ class Scheduler:
         """Book a batch's wall time, the workers' idle time in it and the origin's waiting."""
         seconds = self.state.seconds
         seconds["wall"] += wall
-        seconds["idle"] += self.workers.width * wall - self.busy
+        seconds["idle"] += len(self.workers.live) * wall - self.busy
         seconds["waiting"] += self.workers.blocked
         self.busy = self.workers.blocked = 0.0
 

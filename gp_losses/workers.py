@@ -5,11 +5,20 @@ given. Under `python -m scoop` with W workers, worker 0 is the origin itself, it
 a thread, and workers 1 .. W-1 are SCOOP's other processes, each given one future at a time.
 Each worker hands its jobs to its own sandbox (gp_losses/jobs.py). No torch here: the origin
 only relays jobs.
+
+A worker that has not answered a job within the job's hard limit (plus cluster.LOST_SLACK_S)
+is gone: a job cannot outlast its limit in a live one. Its future is abandoned (a late answer
+is dropped), the job runs again in the origin's lane, and its slot is never given work again;
+with every other worker lost, the search goes on at the origin's pace. Jobs are deterministic,
+so the records are those of a run that lost nothing. SCOOP 0.7 has no way to take a worker
+back in: a node that comes back stays out of this run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import os
 import queue
 import threading
@@ -18,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from gp_losses import cluster
+
+log = logging.getLogger("gp_losses")
 
 
 @dataclass(frozen=True)
@@ -34,11 +45,12 @@ class Workers:
     """W workers that each run one job at a time, with no barrier between jobs: the search
     gives a worker its next job as soon as it is free (gp_losses/scheduler.py), so that
     rejection work, trainings and the next batch's random candidates keep every worker busy.
-    A remote future past its deadline (`limit_s` plus cluster.RESEND_SLACK_S) is sent again.
+    A remote job past its hard limit (`limit_s` plus cluster.LOST_SLACK_S) has lost its
+    worker: it runs again in the origin's lane, and that worker is not given work again.
     """
 
     def __init__(self, width: Optional[int] = None) -> None:
-        self.width = width or cluster.size()
+        self.width = width or cluster.live_workers()
         self.remote = self.width > 1 and cluster.running() and cluster.check()
         if not self.remote:
             self.width = 1
@@ -46,6 +58,10 @@ class Workers:
             cluster.keep_origin_share()
         self.free: List[int] = list(range(self.width))
         """Workers without a job, lowest first."""
+        self.lost: List[int] = []
+        """Workers taken as lost (a job of theirs never answered), in the order they were."""
+        self._jobs: Dict[Any, Tuple[Callable[[Any], Any], Any, float]] = {}
+        """Remote future -> (fn, job, when its worker counts as lost: time.monotonic())."""
         self._flight: Dict[Any, Tuple[int, Any, float]] = {}
         """Running job -> (worker, tag, when it started)."""
         self._done: List[Tuple[Any, Any, Optional[BaseException]]] = []
@@ -67,8 +83,15 @@ class Workers:
     def busy(self) -> int:
         return len(self._flight)
 
-    def start(self, worker: int, fn: Callable[[Any], Any], job: Any, tag: Any, limit_s: float) -> None:
-        """Run `fn(job)` on the free `worker`; `wait()` hands back its Done."""
+    @property
+    def live(self) -> List[int]:
+        """The workers not lost."""
+        return [w for w in range(self.width) if w not in self.lost]
+
+    def start(self, worker: int, fn: Callable[[Any], Any], job: Any, tag: Any,
+              limit_s: Optional[float]) -> None:
+        """Run `fn(job)` on the free `worker`; `wait()` hands back its Done. `limit_s`: the
+        job's hard limit (None: none; its worker is then never taken as lost)."""
         self.free.remove(worker)
         began = time.perf_counter()
         if not self.remote:  # the only worker: run it now
@@ -86,10 +109,11 @@ class Workers:
             self._flight[key] = (worker, tag, began)
             self._here.put((key, fn, job))
             return
-        future = cluster.submit(fn, job, limit_s)
-        cluster.send_away(future)
+        future = cluster.submit(fn, job)
         self._flight[future] = (worker, tag, began)
         self._remote.append(future)
+        lost_at = math.inf if limit_s is None else time.monotonic() + limit_s + cluster.LOST_SLACK_S
+        self._jobs[future] = (fn, job, lost_at)
 
     def _run_here(self) -> None:
         """Worker 0: the origin's own jobs, one at a time, until close()."""
@@ -130,16 +154,22 @@ class Workers:
     def _collect(self) -> List[Done]:
         if self.remote:
             cluster.update()
-            for future in [f for f in self._remote if f.isDone]:
-                self._remote.remove(future)
-                self._done.append((future, *cluster.outcome(future)))
+            now = time.monotonic()
+            for future in list(self._remote):
+                if future.isDone:
+                    self._remote.remove(future)
+                    del self._jobs[future]
+                    self._done.append((future, *cluster.outcome(future)))
+                elif now >= self._jobs[future][2]:
+                    self._lose(future)
         with self._lock:
             done, self._done = self._done, []
         out, error = [], None
         now = time.perf_counter()
         for key, value, exc in done:
             worker, tag, began = self._flight.pop(key)
-            self.free.append(worker)
+            if worker not in self.lost:
+                self.free.append(worker)
             if exc is not None:
                 error = error or exc
             else:
@@ -148,6 +178,27 @@ class Workers:
         if error is not None:
             raise error
         return out
+
+    def _lose(self, future: Any) -> None:
+        """`future`'s worker is gone: its job runs again in the origin's lane (after the
+        origin's own job), under the same worker number, which is given no work after it."""
+        worker, tag, began = self._flight.pop(future)
+        fn, job, _ = self._jobs.pop(future)
+        self._remote.remove(future)
+        cluster.abandon(future)
+        self.lost.append(worker)
+        total = cluster.lost_worker()
+        left = len(self.live)
+        message = (f"worker {worker} gave no answer within its job's time limit: taken as lost "
+                   f"({total} so far); its job runs again on the origin; {left} of {self.width} "
+                   "workers go on")
+        if left == 1:
+            message += ": every other worker is lost, the search goes on at the origin's pace"
+        log.warning(message)
+        logging.getLogger("SCOOPLogger").warning(message)
+        key = object()
+        self._flight[key] = (worker, tag, began)
+        self._here.put((key, fn, job))
 
     def drain(self) -> List[Done]:
         """Wait for every running job; what they returned."""
@@ -158,10 +209,9 @@ class Workers:
 
     def close(self) -> None:
         """Forget the running jobs (a failed run: their answers are not waited for)."""
-        for future in self._remote:
-            cluster.forget(future)
         self._flight.clear()
         self._remote.clear()
+        self._jobs.clear()
         self._here.put(None)
         with self._lock:
             for fd in (self._wake_r, self._wake_w):
@@ -174,34 +224,30 @@ def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any],
                  item_limit_s: Optional[float] = None) -> List[Any]:
     """`[fn(x) for x in items]`, spread over SCOOP's workers when running under SCOOP.
 
-    The items go out as one future per worker (items i, i+W, i+2W, ... in future i); the
-    origin keeps one future and never takes the others back (cluster.keep_origin_share), so
-    each worker gets one share. `item_limit_s`: the longest one item may take (its job's hard
-    limit); a future whose worker has not answered within its items' limits is sent again (its
-    worker is taken to be lost); None: it is waited for, however long.
+    Each worker, the origin included, runs one item at a time and is given the next as soon
+    as it is free (Workers), so a slow item holds back no other. `item_limit_s`: the longest
+    one item may take (its job's hard limit); an item whose worker has not answered within
+    it (plus cluster.LOST_SLACK_S) runs again on the origin, its worker taken as lost; None:
+    it is waited for, however long.
     """
     items = list(items)
     if not items:
         return []
-    if not cluster.running():
+    if not cluster.running() or not cluster.is_origin():
         return [fn(item) for item in items]
-    if cluster.is_origin() and cluster.check():
-        cluster.keep_origin_share()
-    width = min(cluster.size(), len(items))
-    groups = [items[i::width] for i in range(width)]
-    sent = [cluster.submit(_run_group, (fn, group),
-                           None if item_limit_s is None else len(group) * item_limit_s)
-            for group in groups]
+    workers = Workers(min(cluster.live_workers(), len(items)))
     results: List[Any] = [None] * len(items)
+    todo = list(range(len(items)))
     try:
-        for i, future in enumerate(sent):
-            results[i::width] = future.result()
+        while todo or workers.busy:
+            for worker in list(workers.free):
+                if not todo:
+                    break
+                i = todo.pop(0)
+                workers.start(worker, fn, items[i], i, item_limit_s)
+            if workers.busy:
+                for done in workers.wait():
+                    results[done.tag] = done.value
     finally:
-        for future in sent:
-            cluster.forget(future)
+        workers.close()
     return results
-
-
-def _run_group(job: Tuple[Callable[[Any], Any], List[Any]]) -> List[Any]:
-    fn, group = job
-    return [fn(item) for item in group]

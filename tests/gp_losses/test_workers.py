@@ -1,8 +1,9 @@
-"""SCOOP's own log, routed to the run directory; lost futures sent again only when overdue; the
-internals SCOOP is checked for; a rejection job that kills its process, taken apart; the
+"""SCOOP's own log, routed to the run directory; a job whose worker is gone run on the origin;
+the internals SCOOP is checked for; a rejection job that kills its process, taken apart; the
 workers without SCOOP."""
 
 import logging
+import select
 import time
 import types
 
@@ -54,32 +55,69 @@ def test_without_scoop_the_log_is_left_alone(tmp_path, monkeypatch):
 
 
 class FakeQueue:
-    def __init__(self):
-        self.sent = []
-        self.socket = types.SimpleNamespace(sendFuture=self.sent.append)
-
     def askForPreviousFutures(self):  # SCOOP's own: asks the broker, which always says "lost"
         raise AssertionError("SCOOP's own search for lost futures must not run")
 
 
-def test_only_a_future_past_its_jobs_time_limits_is_sent_again(monkeypatch, caplog):
+def test_scoops_own_search_for_lost_futures_is_turned_off(monkeypatch):
     queue = FakeQueue()
     monkeypatch.setattr(_control, "execQueue", queue, raising=False)
     monkeypatch.setattr(cluster, "ORIGIN", cluster.Origin())
     cluster.keep_origin_share()
     assert queue.lowwatermark == 0.0
-    now = time.monotonic()
-    futures = {key: types.SimpleNamespace(isDone=done) for key, done in
-               (("overdue", False), ("running", False), ("finished", True))}
-    monkeypatch.setattr(_control, "futureDict", futures, raising=False)
-    cluster.ORIGIN.deadlines.update({"overdue": (now - 1, 50.0), "running": (now + 100, 50.0),
-                                     "finished": (now - 1, 50.0)})
-    queue.askForPreviousFutures()
-    assert queue.sent == [futures["overdue"]]
-    assert cluster.ORIGIN.deadlines["overdue"][0] > now + 40  # given its span again, not resent at once
-    queue.askForPreviousFutures()
-    assert queue.sent == [futures["overdue"]]
-    assert "sending it again" in caplog.text
+    queue.askForPreviousFutures()  # does nothing
+
+
+class Unanswered:
+    """A SCOOP future whose worker is gone: never done, until a late answer comes."""
+
+    def __init__(self):
+        self.isDone, self.deleted = False, False
+
+    def _delete(self):
+        self.deleted = True
+
+
+class PipePoller:
+    def __init__(self, fd):
+        self.fd = fd
+
+    def poll(self, ms):
+        select.select([self.fd], [], [], min(ms, 50) / 1000)
+
+
+def test_a_job_whose_worker_never_answers_runs_on_the_origin_and_that_worker_gets_no_more(monkeypatch, caplog):
+    sent = []
+    monkeypatch.setattr(cluster, "ORIGIN", cluster.Origin())
+    monkeypatch.setattr(cluster, "running", lambda: True)
+    monkeypatch.setattr(cluster, "size", lambda: 3)
+    monkeypatch.setattr(cluster, "check", lambda: True)
+    monkeypatch.setattr(cluster, "keep_origin_share", lambda: None)
+    monkeypatch.setattr(cluster, "update", lambda: None)
+    monkeypatch.setattr(cluster, "submit", lambda fn, job: sent.append(Unanswered()) or sent[-1])
+    monkeypatch.setattr(cluster, "poller", lambda fd: PipePoller(fd))
+    monkeypatch.setattr(cluster, "LOST_SLACK_S", 0.0)
+    workers = Workers()
+    assert workers.width == 3 and workers.free == [0, 1, 2]
+    workers.start(2, lambda job: job * 10, 7, "the job", 0.2)  # worker 2 never answers
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="gp_losses"):
+        (done,) = workers.wait()
+    assert time.monotonic() - began >= 0.2  # not before its limit
+    assert (done.worker, done.tag, done.value) == (2, "the job", 70)  # run again, on the origin
+    assert sent[0].deleted  # abandoned: a late answer is dropped
+    assert workers.lost == [2] and workers.live == [0, 1] and workers.free == [0, 1]
+    assert cluster.ORIGIN.lost == 1 and cluster.live_workers() == 2 and Workers().width == 2  # the next map
+    assert "worker 2 gave no answer within its job's time limit: taken as lost" in caplog.text
+    workers.start(1, lambda job: job, 1, "another", 0.2)  # the last remote one is lost too
+    with caplog.at_level(logging.WARNING, logger="gp_losses"):
+        (done,) = workers.wait()
+    assert done.value == 1 and workers.live == [0] and "the search goes on at the origin's pace" in caplog.text
+    workers.start(0, lambda job: job + 1, 1, "on the origin", None)
+    assert workers.wait()[0].value == 2
+    workers.close()
+    assert cluster.status() == {"workers": {"size": 3, "lost": 2, "live": 1}}
+    assert Workers().width == 1  # every remote worker lost: the origin alone
 
 
 def test_a_scoop_without_the_internals_driven_is_named_once_and_the_origin_works_alone(monkeypatch, caplog):
