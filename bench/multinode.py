@@ -14,17 +14,24 @@ and stops the server. Needs `sshd` (Debian/Ubuntu: `apt install openssh-server`)
 (run as root, it creates sshd's /run/sshd if missing).
 docs/multi-node.md explains each piece for a real cluster.
 
-    python bench/multinode.py [--task cls] [--evaluations 6] [--out DIR]
+`--lose-after S` loses a node: S seconds after the launch, every process of the last host's
+login (those whose SSH_CONNECTION names that address) is killed with SIGKILL, as a node that
+goes away; the run must still finish, equal to the serial one. `--hosts 3` adds a third host
+(127.0.0.4), so that one worker is lost and another goes on.
+
+    python bench/multinode.py [--task cls] [--evaluations 6] [--hosts 2|3] [--lose-after S] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +41,8 @@ from pathlib import Path
 from typing import Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
-HOSTS = ("127.0.0.1", "127.0.0.2")
+ALL_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.4")
+HOSTS = ALL_HOSTS[:2]
 EXTERNAL = "127.0.0.3"
 """The address SCOOP's workers are told to reach the broker at (--external-hostname)."""
 
@@ -107,7 +115,26 @@ LONGER = {"cls": ["task.options.iterations=3000"]}
 worker takes a waiting training, and 0.2-s trainings may all go to the one that came free first."""
 
 
-def search(args: argparse.Namespace, out: Path, scoop=()) -> Tuple[float, str]:
+def login_processes(host: str) -> list:
+    """The pids of the processes of ssh logins to `host` (SSH_CONNECTION names it as the
+    server's address): what a node's loss takes away here."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            environ = (Path("/proc") / name / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        connection = next((e[len(b"SSH_CONNECTION="):] for e in environ if e.startswith(b"SSH_CONNECTION=")), b"")
+        parts = connection.decode(errors="replace").split()
+        if len(parts) == 4 and parts[2] == host:
+            pids.append(int(name))
+    return pids
+
+
+def search(args: argparse.Namespace, out: Path, scoop=(), lose: str = "") -> Tuple[float, str]:
+    """One run; with `lose`, that host's login processes are killed args.lose_after s in."""
     sets = ["search.batch=2", "search.compare_baselines=false", "search.plot=false",
             *LONGER.get(args.task, []), *args.set]
     cmd = [sys.executable, *scoop, str(ROOT / "gp_losses" / "main.py"), "--task", args.task,
@@ -115,7 +142,20 @@ def search(args: argparse.Namespace, out: Path, scoop=()) -> Tuple[float, str]:
     cmd += [a for s in sets for a in ("--set", s)]
     print(f"running: {' '.join(cmd)}", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if lose:
+        try:
+            proc.wait(timeout=args.lose_after)
+        except subprocess.TimeoutExpired:
+            killed = login_processes(lose)
+            for pid in killed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            print(f"lost node {lose} at {time.perf_counter() - start:.1f} s: killed {len(killed)} "
+                  "process(es)", file=sys.stderr, flush=True)
+            args.killed = len(killed)
+    stdout, stderr = proc.communicate()
+    done = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     seconds = time.perf_counter() - start
     state = json.loads((out / "status.json").read_text())["state"] if (out / "status.json").exists() else None
     if state != "finished":  # SCOOP's launcher exits 0 whatever happened
@@ -138,7 +178,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", help="where the two runs go (default: a temporary directory)")
+    parser.add_argument("--hosts", type=int, default=2, choices=(2, 3), help="hosts, the origin's included")
+    parser.add_argument("--lose-after", type=float, default=0.0, metavar="S",
+                        help="kill every process of the last host's login S seconds in (0: never)")
     args = parser.parse_args()
+    global HOSTS
+    HOSTS = ALL_HOSTS[:args.hosts]
+    args.killed = 0
     sshd = find_sshd()
     out = Path(args.out or tempfile.mkdtemp(prefix="gp_losses-multinode-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +195,7 @@ def main() -> None:
             hostfile.write_text("".join(f"{h} 1\n" for h in HOSTS))
             scoop = ["-m", "scoop", "--hostfile", str(hostfile), "--ssh-executable", str(server.wrapper),
                      "--external-hostname", EXTERNAL]
-            nodes, launcher = search(args, out / "nodes", scoop)
+            nodes, launcher = search(args, out / "nodes", scoop, HOSTS[-1] if args.lose_after else "")
         finally:
             server.stop()
         logins = (Path(tmp) / "sshd.log").read_text().count("Accepted publickey")
@@ -165,6 +211,11 @@ def main() -> None:
               "ssh_logins": logins, "worker_distribution": distribution, "workers_that_trained": workers,
               "trainings_per_worker": {w: sum(r["worker"] == w for r in trained) for w in workers},
               "identical_to_serial": nodes_stable == serial_stable, "out": str(out)}
+    if args.lose_after:
+        status = json.loads((out / "nodes" / "status.json").read_text())
+        lost = [line for line in (out / "nodes" / "scoop.log").read_text().splitlines() if "taken as lost" in line]
+        result["lost_node"] = {"host": HOSTS[-1], "after_s": args.lose_after, "processes_killed": args.killed,
+                               "state": status["state"], "workers": status.get("workers"), "log": lost}
     print(json.dumps(result, indent=2))
     if len(workers) < 2 or not result["identical_to_serial"]:
         sys.exit(1)

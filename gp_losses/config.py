@@ -138,6 +138,9 @@ class ProxyConfig:
     retries: int = option(1, 0, help="reruns of a job whose process died")
     """A job whose process dies (a segfault, os._exit, an out-of-memory kill) is run again in a
     fresh process this many times; then it is recorded as `error` ("process died: ...")."""
+    setup_timeout_s: float = option(1800.0, 0, lo_open=True, help="the longest a worker's task setup takes")
+    """Under SCOOP, a worker that has not set the task up within this (plus 30 s) when a run
+    starts is taken as lost, as one that does not answer a job (docs/multi-node.md)."""
 
 
 @dataclass(frozen=True)

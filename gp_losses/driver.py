@@ -152,7 +152,8 @@ def _search(context, rundir: RunDir, state: Optional[SearchState]) -> Dict[str, 
                "reused": ended.counts["reused"], "best": best, "hall_of_fame": hall[:5],
                "baselines": baselines, "noise": noise, "final": final}
     rundir.write_status("finished", evaluations=ended.evaluations, explored=ended.explored,
-                        best=best["score"] if best else None, pick=best["rank"] if best else None)
+                        best=best["score"] if best else None, pick=best["rank"] if best else None,
+                        **cluster.status())
     report(summary)
     return summary
 

@@ -130,7 +130,8 @@ def start_workers(spec: RunSpec) -> List[str]:
     """Share the spec and set the task up in every worker before the first job, so that a task
     that cannot be set up stops the run at once; the ids of the workers that answered."""
     share(spec)
-    return parallel_map(start_job, [spec.key] * cluster.live_workers())
+    return parallel_map(start_job, [spec.key] * cluster.live_workers(),
+                        item_limit_s=spec.config["proxy"]["setup_timeout_s"])
 
 
 def protocol_job(job: ProtocolJob) -> ProtocolResult:
