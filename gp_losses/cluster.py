@@ -157,6 +157,16 @@ def route_log(path: str) -> None:
     scoop_log.propagate = False
 
 
+def warn(message: str) -> None:
+    """A warning on the terminal (gp_losses' log) and in scoop.log, once each."""
+    log.warning(message)
+    scoop_log = logging.getLogger("SCOOPLogger")
+    record = scoop_log.makeRecord(scoop_log.name, logging.WARNING, __file__, 0, message, None, None, "workers")
+    for handler in scoop_log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 class _ShortLine(logging.Handler):
     """One line on stderr for a SCOOP warning or error: its start, and where the rest is."""
 

@@ -17,7 +17,6 @@ back in: a node that comes back stays out of this run.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import queue
@@ -27,8 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from gp_losses import cluster
-
-log = logging.getLogger("gp_losses")
 
 
 @dataclass(frozen=True)
@@ -194,8 +191,7 @@ class Workers:
                    "workers go on")
         if left == 1:
             message += ": every other worker is lost, the search goes on at the origin's pace"
-        log.warning(message)
-        logging.getLogger("SCOOPLogger").warning(message)
+        cluster.warn(message)
         key = object()
         self._flight[key] = (worker, tag, began)
         self._here.put((key, fn, job))

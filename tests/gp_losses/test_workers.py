@@ -86,8 +86,10 @@ class PipePoller:
         select.select([self.fd], [], [], min(ms, 50) / 1000)
 
 
-def test_a_job_whose_worker_never_answers_runs_on_the_origin_and_that_worker_gets_no_more(monkeypatch, caplog):
+def test_a_job_whose_worker_never_answers_runs_on_the_origin_and_that_worker_gets_no_more(
+        tmp_path, scoop_logger, monkeypatch, caplog, capsys):
     sent = []
+    cluster.route_log(str(tmp_path / "scoop.log"))
     monkeypatch.setattr(cluster, "ORIGIN", cluster.Origin())
     monkeypatch.setattr(cluster, "running", lambda: True)
     monkeypatch.setattr(cluster, "size", lambda: 3)
@@ -109,6 +111,7 @@ def test_a_job_whose_worker_never_answers_runs_on_the_origin_and_that_worker_get
     assert workers.lost == [2] and workers.live == [0, 1] and workers.free == [0, 1]
     assert cluster.ORIGIN.lost == 1 and cluster.live_workers() == 2 and Workers().width == 2  # the next map
     assert "worker 2 gave no answer within its job's time limit: taken as lost" in caplog.text
+    assert "taken as lost" in (tmp_path / "scoop.log").read_text()  # once there too
     workers.start(1, lambda job: job, 1, "another", 0.2)  # the last remote one is lost too
     with caplog.at_level(logging.WARNING, logger="gp_losses"):
         (done,) = workers.wait()
@@ -117,6 +120,7 @@ def test_a_job_whose_worker_never_answers_runs_on_the_origin_and_that_worker_get
     assert workers.wait()[0].value == 2
     workers.close()
     assert cluster.status() == {"workers": {"size": 3, "lost": 2, "live": 1}}
+    assert "SCOOP warning" not in capsys.readouterr().err  # the terminal has it once, from gp_losses' log
     assert Workers().width == 1  # every remote worker lost: the origin alone
 
 
