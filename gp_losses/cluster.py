@@ -61,7 +61,7 @@ def version() -> str:
 
 class Origin:
     """What the origin keeps about SCOOP (one per process): whether SCOOP's own search for
-    lost futures has been replaced, and how many workers were lost."""
+    lost futures has been turned off, and how many workers were lost."""
 
     def __init__(self) -> None:
         self.patched = False
