@@ -11,9 +11,9 @@
         record   HallOfFame, Statistics, Logbook, evaluations.jsonl, checkpoint
 
 Not in the paper, and off by default: a warm start (`search.seed_losses`: given losses take
-the first initial slots), and multi-fidelity rungs (`fidelity.rungs`: before each batch the
-best share of each rung's losses is promoted to a longer training, whose jobs take the batch's
-first places; gp_losses/fidelity.py), and several objectives (`search.objectives`: NSGA-II's
+the first initial slots; gp_losses/warmstart.py), multi-fidelity rungs (`fidelity.rungs`:
+before each batch the best share of each rung's losses is promoted to a longer training, whose
+jobs take the batch's first places; gp_losses/fidelity.py), and several objectives (`search.objectives`: NSGA-II's
 front and crowding distance decide each tournament, the hall of fame is the Pareto front;
 gp_losses/pareto.py).
 
@@ -34,7 +34,6 @@ recorded and an equivalent loss met later is evaluated afresh. When most recent 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import time
@@ -47,19 +46,16 @@ from deap import tools
 from gp_losses import pareto
 from gp_losses.config import to_dict
 from gp_losses.context import Context
-from gp_losses.fidelity import Promotion, RungFitness, beats, choose, promotion_seed, promotions, standing
-from gp_losses.jobs import protocol_job
-from gp_losses.messages import Made, ProtocolJob, RunSpec, TrainJob
-from gp_losses.outcomes import FailureWatch, ProtocolResult, Training
+from gp_losses.fidelity import Promotion, RungFitness, best_of, book, choose, hall_order, promotion_seed
+from gp_losses.messages import RunSpec, TrainJob
+from gp_losses.outcomes import FailureWatch, Training
 from gp_losses.population import FAILED, Individual, Known, SearchState, Slot, same_loss
 from gp_losses.recorder import Recorder, Rejected
-from gp_losses.rejection import static_reason
 from gp_losses.rundir import RunDir
-from gp_losses.sandbox import hard_limit
 from gp_losses.scheduler import Batch, Planned, Scheduler
 from gp_losses.streams import Answer
 from gp_losses.trees import parse_tree
-from gp_losses.workers import parallel_map
+from gp_losses.warmstart import WarmStart
 
 log = logging.getLogger("gp_losses")
 
@@ -97,9 +93,8 @@ class Evolution:
         self.recorder = Recorder(rundir, self.space, self.cfg)
         self._unbooked = 0.0
         """Seconds of the last batch's bookkeeping (record()), counted with the next batch."""
-        self._seed_results: Optional[List[List[Any]]] = None
-        """The protocol's results of the seed losses this process places, from `_seed_base` on."""
-        self._seed_base = 0
+        self.warm = WarmStart(self)
+        """The seed losses (search.seed_losses; gp_losses/warmstart.py)."""
         self.rungs = len(self.cfg.fidelity.rungs)
         """Fidelity rungs above the proxy (gp_losses/fidelity.py); 0: single fidelity, as the paper."""
         if self.rungs and not self.state.ladder:
@@ -123,8 +118,8 @@ class Evolution:
                 while self.state.evaluations < total and not self.out_of_time():
                     started = time.perf_counter()
                     n = min(self.batch_size, total - self.state.evaluations)
-                    if self.state.seeded < len(self.ctx.seeds):
-                        batch = self.seed(n)
+                    if self.warm.pending:
+                        batch = self.warm.batch(n)
                     else:
                         promoted = self.promote(n)
                         batch = self.scheduler.batch(max(0, n - len(promoted)), promoted)
@@ -168,11 +163,7 @@ class Evolution:
                 self._places = pareto.standing(pop)
             return pareto.winner(pop, sample, self._places)
         if self.rungs:  # compared at the highest rung both reached; the first of a tie wins
-            winner = sample[0]
-            for k in sample[1:]:
-                if beats(pop[k], pop[winner]):
-                    winner = k
-            return pop[winner]
+            return best_of(pop, sample)
         return pop[max(sample, key=lambda k: (pop[k].fitness.values[0], -sample.index(k)))]
 
     # --- promote (fidelity.rungs; gp_losses/fidelity.py) ------------------------------------
@@ -188,60 +179,6 @@ class Evolution:
             self._promoting.append((ind, Promotion(rung, seeds)))
             jobs += [Planned(TrainJob(self.spec.key, ind.expr, seed, rung), ind) for seed in seeds]
         return jobs
-
-    # --- warm start (search.seed_losses; not in the paper) -----------------------------------
-    def seed(self, n: int) -> Batch:
-        """A batch of the next n seed losses, in their order, before any random one: each
-        takes an initial slot and is deduped and trained as an offspring. Their protocol runs
-        only for the fingerprint and the record: the user chose them, so a rejected one
-        is still trained (its record says why the protocol rejected it)."""
-        start = self.state.seeded
-        seeds = self.ctx.seeds[start:start + n]
-        if self._seed_results is None:  # once per process, before the scheduler's first job
-            self._seed_results = self._seed_protocol(self.ctx.seeds[start:])
-            self._seed_base = start
-        batch = Batch(len(seeds))
-        for i, seed in enumerate(seeds):
-            results = self._seed_results[start - self._seed_base + i]
-            slot = Slot(None, [parse_tree(seed.exprs[b.name], pset) for b, pset
-                               in zip(self.space.branches, self.space.psets)],
-                        [tuple(r.fingerprint) for r in results], [Made("seed")] * len(results),
-                        self.state.created, seed.entry)
-            self.state.created += 1
-            self.state.explored += 1
-            self.dedupe(slot, batch)
-            failed = "; ".join(f"{b.name}: {r.reason}" for b, r in zip(self.space.branches, results)
-                               if not r.passed)
-            if failed:
-                batch.children[-1].protocol = failed
-                log.warning("seed loss %r does not pass the protocol (%s); it is trained all the same",
-                            seed.entry, failed)
-        self.state.seeded += len(seeds)
-        return self.scheduler.trainings(batch.children, batch.jobs)
-
-    def _seed_protocol(self, seeds) -> List[List[ProtocolResult]]:
-        """Each seed loss's result per branch, as the run decides on a candidate: the static
-        checks and the protocol with `search.rejection`, only the fingerprint without it (a
-        pass), nothing at all without `search.equivalence` either. Run on the workers."""
-        search, m = self.cfg.search, len(self.space.branches)
-        if not (search.rejection or search.equivalence):
-            return [[ProtocolResult(True)] * m for _ in seeds]
-        jobs = [ProtocolJob(self.spec.key, k, seed.exprs[b.name], search.rejection)
-                for seed in seeds for k, b in enumerate(self.space.branches)]
-        results = parallel_map(protocol_job, jobs, item_limit_s=hard_limit(self.cfg.protocol.timeout_s))
-        out = []
-        for i, seed in enumerate(seeds):
-            own = []
-            for k, (branch, result) in enumerate(zip(self.space.branches, results[i * m:(i + 1) * m])):
-                if not search.rejection:
-                    result = dataclasses.replace(result, passed=True, reason=None)
-                else:
-                    static = static_reason(parse_tree(seed.exprs[branch.name], self.space.psets[k]), branch)
-                    if static:  # the fingerprint kept for dedupe; the verdict is the static check's
-                        result = dataclasses.replace(result, passed=False, reason=static)
-                own.append(result)
-            out.append(own)
-        return out
 
     # --- vary + reject (section 3.2, Fig. 3; Eq. 5-6) -------------------------------------
     # Candidates are made and checked on the workers (gp_losses/sandboxed.py); here a slot
@@ -314,16 +251,10 @@ class Evolution:
                 child.fitness = RungFitness((0, child.fitness.values[0]))
                 if child.eval is not None and child.status == "ok":
                     self.state.ladder[0].append(child)
-        for ind, promotion in self._promoting:
-            promotion.runs, promoted = promoted[:len(promotion.seeds)], promoted[len(promotion.seeds):]
-            promotions(ind)[promotion.rung] = promotion
-            self.state.counts["promoted"] += 1
-            if promotion.status == "ok":
-                self.state.ladder[promotion.rung].append(ind)
-            records.append({"index": self.state.lines, **promotion.record(ind)})
-            self.state.lines += 1
+        booked = book(self._promoting, promoted, self.state, self.state.lines)
+        self.state.lines += len(booked)
         self._promoting = []
-        return records
+        return records + booked
 
     def _reuse(self, child: Individual) -> None:
         """Give `child` the known result of its gradient-equivalent loss."""
@@ -346,15 +277,8 @@ class Evolution:
         if not self.rungs:
             self.state.hof.update([c for c in children if c.status == "ok"])
             return
-        ranked = []  # rungs: a promotion changes a loss's standing, so the hall is made again
-        for ind in self.state.ladder[0]:
-            place = standing(ind)
-            if place is not None:
-                ind.fitness.values = place
-                ranked.append(ind)
-        ranked.sort(key=lambda ind: (-ind.fitness.values[0], -ind.fitness.values[1], ind.index))
-        self.state.hof.clear()  # best first: of two copies of one loss, the hall keeps the better
-        self.state.hof.update(ranked)
+        self.state.hof.clear()  # rungs: a promotion changes a loss's standing, so the hall is made again
+        self.state.hof.update(hall_order(self.state.ladder[0]))
 
     # --- record -----------------------------------------------------------------------------
     def record(self, records: List[Dict[str, Any]], started: float) -> None:

@@ -139,3 +139,41 @@ def choose(ladder: List[List[Individual]], rungs: int, share: float, seeds: int,
             if rung + 1 not in promotions(ind):
                 chosen.append((ind, rung + 1))
     return chosen
+
+
+def best_of(pop: List[Individual], sample: List[int]) -> Individual:
+    """A tournament's winner: compared at the highest rung both reached; the first of a tie."""
+    winner = sample[0]
+    for k in sample[1:]:
+        if beats(pop[k], pop[winner]):
+            winner = k
+    return pop[winner]
+
+
+def book(promoting: List[Tuple[Individual, "Promotion"]], results: List[Training], state,
+         first_line: int) -> List[Dict]:
+    """Give each promoted loss its trainings (`results`, in the order of `promoting`), enter
+    those that trained ok at their rung, and return the promotions' records, numbered from
+    `first_line`."""
+    records = []
+    for ind, promotion in promoting:
+        promotion.runs, results = results[:len(promotion.seeds)], results[len(promotion.seeds):]
+        promotions(ind)[promotion.rung] = promotion
+        state.counts["promoted"] += 1
+        if promotion.status == "ok":
+            state.ladder[promotion.rung].append(ind)
+        records.append({"index": first_line + len(records), **promotion.record(ind)})
+    return records
+
+
+def hall_order(proxy_scored: List[Individual]) -> List[Individual]:
+    """The losses scored at the proxy that keep a standing, each given it as its fitness, best
+    first (a promotion changes a loss's standing, so the hall of fame is made again from
+    this): of two copies of one loss, the hall keeps the better."""
+    ranked = []
+    for ind in proxy_scored:
+        place = standing(ind)
+        if place is not None:
+            ind.fitness.values = place
+            ranked.append(ind)
+    return sorted(ranked, key=lambda ind: (-ind.fitness.values[0], -ind.fitness.values[1], ind.index))

@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     {"cli", "main", "__main__", "api", "testing"}, {"commands", "export"}, {"driver"}, {"final"}, {"retrain"}, {"report"}, {"journal"},
-    {"evolution"}, {"scheduler"}, {"recorder"}, {"streams"}, {"jobs"}, {"workers"}, {"cluster"},
+    {"evolution", "warmstart"}, {"scheduler"}, {"recorder"}, {"streams"}, {"jobs"}, {"workers"}, {"cluster"},
     {"sandbox"}, {"sandboxed"}, {"context"},
     {"space", "rejection", "evaluate", "variation", "trees", "torch_loss", "formula", "population", "fidelity", "pareto",
      "plot", "rundir", "tracking"},
