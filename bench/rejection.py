@@ -23,6 +23,12 @@ probes: its probe images (5 x 6 x 96 x 96, DeepLabLite at initialization) scored
         --policies paper_full cls_config pose_config
     python bench/rejection.py --only seg_task --metric bf1 --mix search --random 200 \
         --mutants 120 --policies paper_full fast50_early
+    python bench/rejection.py --only seg_task --metric miou bf1 miou,bf1 --random 300 --mutants 300
+
+With several `--metric`s (seg_task, a search's mix, the first policy: runs/seg.yaml's
+`fast50_early` by default) it compares metrics instead of policies: what each passes of the
+same candidates, and for a comma list (a Pareto search's objectives) how many of its passes no
+objective alone would have passed, and how many it misses that one alone would pass.
 """
 
 from __future__ import annotations
@@ -73,7 +79,17 @@ _REMEMBER = False
 
 
 SEG_METRIC = "miou"
-"""The target metric of `seg_task` (`--metric`)."""
+"""The target metric of `seg_task` (`--metric`); several, comma-separated (`miou,bf1`): the
+objectives of a Pareto search, whose protocol passes a gain of eta on any one of them."""
+
+
+def _seg_context():
+    from gp_losses.context import build_context, load_run_config
+
+    metrics = SEG_METRIC.split(",")
+    override = (f"task.metric={SEG_METRIC}" if len(metrics) == 1
+                else f"search.objectives=[{', '.join(metrics)}]")
+    return build_context(load_run_config("seg", None, [override]))
 
 
 def make_task(name: str):
@@ -82,9 +98,7 @@ def make_task(name: str):
 
         return DigitsTask()
     if name == "seg_task":  # the task itself, as runs/seg.yaml sets it up
-        from gp_losses.context import build_context, load_run_config
-
-        return build_context(load_run_config("seg", None, [f"task.metric={SEG_METRIC}"])).make_task()
+        return _seg_context().make_task()
     from seg_probe import SegProbeTask
 
     return SegProbeTask(size=64, classes=21)
@@ -97,7 +111,8 @@ def _init(task_name: str, policy: Dict, remember: bool = False) -> None:
     torch.set_num_threads(1)
     task = make_task(task_name)
     _SPACE = SearchSpace(task.branches)
-    _PROTOCOL = Protocol(task, _SPACE.branches, _SPACE.operators, ProtocolConfig(**policy))
+    objectives = _seg_context().pareto if task_name == "seg_task" else ()
+    _PROTOCOL = Protocol(task, _SPACE.branches, _SPACE.operators, ProtocolConfig(**policy), objectives)
 
 
 def _check(expr: str, static: bool = True) -> Tuple[bool, str, int]:
@@ -208,6 +223,39 @@ def static_agreement(task_name: str, exprs: List[str], decisions) -> Dict:
     return out
 
 
+def bench_rules(specs: List[str], n_random: int, n_mutants: int, name: str, policy: Dict) -> Dict:
+    """One policy on the `seg_task`'s candidates scored by each metric spec in turn (`miou`,
+    `bf1`, `miou,bf1`): what each passes, and how a Pareto spec's passes (a gain of eta on any
+    one objective) relate to those of its objectives alone."""
+    global SEG_METRIC
+    sets = candidates("seg_task", n_random, n_mutants, mix="search")
+    everything = sets["random"] + sets["offspring"]
+    kinds = ["random"] * len(sets["random"]) + ["offspring"] * len(sets["offspring"])
+    order = random.Random(2).sample(range(len(everything)), len(everything))
+    everything, kinds = [everything[i] for i in order], [kinds[i] for i in order]
+    passed: Dict[str, List[bool]] = {}
+    out: Dict = {"policy": {name: policy}, "candidates": {k: len(v) for k, v in sets.items()}, "specs": {}}
+    for spec in specs:
+        SEG_METRIC = spec
+        decisions, seconds = run("seg_task", policy, everything, 2, remember=True)
+        passed[spec] = [d[0] for d in decisions]
+        entry = {"per_minute_2proc": round(60 * len(everything) / seconds, 1),
+                 **{kind: sum(p for p, k in zip(passed[spec], kinds) if k == kind)
+                    for kind in ("random", "offspring")},
+                 "passed": sum(passed[spec])}
+        parts = spec.split(",")
+        if len(parts) > 1 and all(p in passed for p in parts):
+            union = [any(passed[p][i] for p in parts) for i in range(len(everything))]
+            entry["passed_by_one_objective_alone"] = sum(union)
+            entry["only_here"] = sum(a and not b for a, b in zip(passed[spec], union))
+            entry["missed"] = sum(b and not a for a, b in zip(passed[spec], union))
+            for p in parts:
+                entry[f"not_by_{p}_alone"] = sum(a and not b for a, b in zip(passed[spec], passed[p]))
+        out["specs"][spec] = entry
+        print(json.dumps({"spec": spec, **entry}), file=sys.stderr, flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--random", type=int, default=600)
@@ -216,7 +264,9 @@ def main() -> None:
     parser.add_argument("--only", choices=["cls", "seg", "seg_task"],
                         help="seg: the stand-in probes; seg_task: the seg task's own probe images and "
                              "metric (runs/seg.yaml); default: cls and seg")
-    parser.add_argument("--metric", default="miou", help="seg_task's target metric (default miou)")
+    parser.add_argument("--metric", nargs="+", default=["miou"],
+                        help="seg_task's target metric (default miou); several (miou bf1 miou,bf1): "
+                             "the first policy with each, a comma list as a Pareto search's objectives")
     parser.add_argument("--policies", nargs="+", choices=list(POLICIES),
                         help="measure only these (the first is the agreement reference)")
     parser.add_argument("--mix", choices=["mutants", "search"], default="mutants",
@@ -225,10 +275,15 @@ def main() -> None:
     report = {"benchmark": "rejection", "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "torch": torch.__version__, "mix": args.mix, "results": {}}
     if args.only == "seg_task":
-        report["metric"] = args.metric
+        report["metric"] = args.metric if len(args.metric) > 1 else args.metric[0]
     policies = {name: POLICIES[name] for name in (args.policies or POLICIES)}
+    if len(args.metric) > 1:
+        name = next(iter(policies)) if args.policies else "fast50_early"
+        report["results"]["seg_task"] = bench_rules(args.metric, args.random, args.mutants, name, POLICIES[name])
+        print(json.dumps(report, indent=2))
+        return
     global SEG_METRIC
-    SEG_METRIC = args.metric
+    SEG_METRIC = args.metric[0]
     for task_name in ("cls", "seg", "seg_task"):
         if args.only == task_name or (args.only is None and task_name != "seg_task"):
             report["results"][task_name] = bench_task(task_name, args.random, args.mutants, args.subset,
