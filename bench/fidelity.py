@@ -17,6 +17,9 @@ A run directory that finished is reused and a retrain reruns only missing traini
 script continues where it stopped when run again with the same `--out`.
 
     python bench/fidelity.py --task pose --seeds 1 2 3 --budget 420 --rung iterations=3000
+    python bench/fidelity.py --task seg --seeds 1 2 3 --budget 480 --rung iterations=4000 \
+        --set task.metric=bf1 --set task.options.iterations=1600 --set search.population_init=12 \
+        --set proxy.timeout_s=600 --set final.top=0 --out outputs/fid-seg
 """
 
 from __future__ import annotations
