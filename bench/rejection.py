@@ -23,7 +23,7 @@ probes: its probe images (5 x 6 x 96 x 96, DeepLabLite at initialization) scored
         --policies paper_full cls_config pose_config
     python bench/rejection.py --only seg_task --metric bf1 --mix search --random 200 \
         --mutants 120 --policies paper_full fast50_early
-    python bench/rejection.py --only seg_task --metric miou bf1 miou,bf1 --random 300 --mutants 300
+    python bench/rejection.py --only seg_task --metric miou bf1 miou,bf1 --random 200 --mutants 200
 
 With several `--metric`s (seg_task, a search's mix, the first policy: runs/seg.yaml's
 `fast50_early` by default) it compares metrics instead of policies: what each passes of the
@@ -234,7 +234,8 @@ def bench_rules(specs: List[str], n_random: int, n_mutants: int, name: str, poli
     order = random.Random(2).sample(range(len(everything)), len(everything))
     everything, kinds = [everything[i] for i in order], [kinds[i] for i in order]
     passed: Dict[str, List[bool]] = {}
-    out: Dict = {"policy": {name: policy}, "candidates": {k: len(v) for k, v in sets.items()}, "specs": {}}
+    out: Dict = {"policy": {name: policy}, "candidates": {k: len(v) for k, v in sets.items()},
+                 "specs": {}}
     for spec in specs:
         SEG_METRIC = spec
         decisions, seconds = run("seg_task", policy, everything, 2, remember=True)
@@ -277,9 +278,17 @@ def main() -> None:
     if args.only == "seg_task":
         report["metric"] = args.metric if len(args.metric) > 1 else args.metric[0]
     policies = {name: POLICIES[name] for name in (args.policies or POLICIES)}
+    if args.only == "seg_task" or len(args.metric) > 1:
+        from gp_losses.context import resolve_task
+
+        known = resolve_task("seg").metrics
+        wrong = [m for spec in args.metric for m in spec.split(",") if m not in known]
+        if wrong:
+            parser.error(f"--metric: the seg task has no metric {wrong[0]!r}; its metrics: {', '.join(known)}")
     if len(args.metric) > 1:
         name = next(iter(policies)) if args.policies else "fast50_early"
-        report["results"]["seg_task"] = bench_rules(args.metric, args.random, args.mutants, name, POLICIES[name])
+        report["results"]["seg_task"] = bench_rules(args.metric, args.random, args.mutants, name,
+                                                    POLICIES[name])
         print(json.dumps(report, indent=2))
         return
     global SEG_METRIC

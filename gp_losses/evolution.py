@@ -13,9 +13,9 @@
 Not in the paper, and off by default: a warm start (`search.seed_losses`: given losses take
 the first initial slots; gp_losses/warmstart.py), multi-fidelity rungs (`fidelity.rungs`:
 before each batch the best share of each rung's losses is promoted to a longer training, whose
-jobs take the batch's first places; gp_losses/fidelity.py), and several objectives (`search.objectives`: NSGA-II's
-front and crowding distance decide each tournament, the hall of fame is the Pareto front;
-gp_losses/pareto.py).
+jobs take the batch's first places; gp_losses/fidelity.py), and several objectives
+(`search.objectives`: NSGA-II's front and crowding distance decide each tournament, the hall
+of fame is the Pareto front; gp_losses/pareto.py).
 
 `run()` is that loop, a batch of `search.batch` offspring at a time (default: one per worker).
 The boxes that decide what is searched are the methods below. Within a batch the scheduler

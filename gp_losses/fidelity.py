@@ -27,7 +27,7 @@ import numpy as np
 from deap import base
 
 from gp_losses.outcomes import Training
-from gp_losses.population import FAILED, Individual
+from gp_losses.population import FAILED, Individual, SearchState
 
 
 class RungFitness(base.Fitness):
@@ -150,7 +150,7 @@ def best_of(pop: List[Individual], sample: List[int]) -> Individual:
     return pop[winner]
 
 
-def book(promoting: List[Tuple[Individual, "Promotion"]], results: List[Training], state,
+def book(promoting: List[Tuple[Individual, Promotion]], results: List[Training], state: SearchState,
          first_line: int) -> List[Dict]:
     """Give each promoted loss its trainings (`results`, in the order of `promoting`), enter
     those that trained ok at their rung, and return the promotions' records, numbered from
