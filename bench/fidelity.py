@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--promote", type=float, default=1 / 3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--retrain-seeds", type=int, default=3)
+    parser.add_argument("--baselines", default="", metavar="NAMES",
+                        help="the task's baselines retrained once, comma-separated, or none (default: all)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config overrides of every search")
     parser.add_argument("--out", default="outputs/bench-fidelity")
@@ -95,7 +97,8 @@ def main() -> None:
     for seed in args.seeds:
         for variant in ("single", "multi"):
             run = search(args.task, variant, seed, args, out)
-            summary = retrain(run, args.retrain_seeds, "none" if baselines else "", args.workers, out)
+            summary = retrain(run, args.retrain_seeds, "none" if baselines is not None else args.baselines,
+                              args.workers, out)
             found = [r for r in summary["rows"] if r["rank"]]
             if baselines is None:
                 baselines = [r for r in summary["rows"] if not r["rank"]]
